@@ -1,0 +1,174 @@
+import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { configFileSchema, envSchema, type ConfigFile, type Env, type Timeouts } from './schema.js';
+import { splitCandidateId } from '../shared/candidate-id.js';
+
+export interface ProviderConfig {
+  readonly name: string;
+  /** Without a trailing slash and without `/v1`. */
+  readonly baseUrl: string;
+  readonly type: 'llama-swap' | 'openai';
+  readonly apiKey: string | undefined;
+  readonly timeouts: Timeouts;
+  readonly maxConnections: number;
+  readonly models: readonly string[];
+}
+
+export interface CandidateRef {
+  /** `provider/model` */
+  readonly id: string;
+  readonly provider: string;
+  readonly model: string;
+  readonly weight: number;
+}
+
+export type Strategy = ConfigFile['virtualModels'][string]['strategy'];
+
+export interface VirtualModelConfig {
+  readonly name: string;
+  readonly strategy: Strategy;
+  readonly preferLoaded: boolean;
+  readonly candidates: readonly CandidateRef[];
+}
+
+export interface Config {
+  readonly path: string;
+  readonly providers: Readonly<Record<string, ProviderConfig>>;
+  readonly virtualModels: Readonly<Record<string, VirtualModelConfig>>;
+  readonly exposeConcreteModels: boolean;
+  readonly timeouts: Timeouts;
+  readonly breaker: ConfigFile['breaker'];
+  readonly healthCheck: ConfigFile['healthCheck'];
+  /** sha256 digests of the accepted bearer keys; empty means auth is off. */
+  readonly apiKeyDigests: readonly Buffer[];
+  readonly limits: ConfigFile['limits'];
+  readonly events: ConfigFile['events'];
+}
+
+/** Bad config: every problem, each prefixed with the path of the key it concerns. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(source: string, problems: readonly string[]) {
+    super(`invalid config ${source}: ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const segment of path) {
+    if (typeof segment === 'number') out += `[${segment}]`;
+    else out += out === '' ? String(segment) : `.${String(segment)}`;
+  }
+  return out === '' ? '(root)' : out;
+}
+
+function formatIssues(error: z.ZodError): string[] {
+  return error.issues.map((issue) => `${formatPath(issue.path)}: ${issue.message}`);
+}
+
+/** Validates the process environment (the only place that reads it is the entry point). */
+export function loadEnv(env: NodeJS.ProcessEnv): Env {
+  const result = envSchema.safeParse(env);
+  if (!result.success) throw new ConfigError('environment', formatIssues(result.error));
+  return result.data;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Buffer.isBuffer(value) && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+/**
+ * Validates a parsed config document and resolves it: provider timeouts merged over the global
+ * ones, API keys read from their env vars, candidates split into provider and model.
+ * @throws ConfigError naming every invalid key at once.
+ */
+export function buildConfig(document: unknown, source: string, env: NodeJS.ProcessEnv): Config {
+  const result = configFileSchema.safeParse(document ?? {});
+  if (!result.success) throw new ConfigError(source, formatIssues(result.error));
+  const file = result.data;
+  const problems: string[] = [];
+
+  const providers: Record<string, ProviderConfig> = {};
+  for (const [name, provider] of Object.entries(file.providers)) {
+    let apiKey: string | undefined;
+    if (provider.apiKeyEnv !== undefined) {
+      apiKey = env[provider.apiKeyEnv];
+      if (!apiKey) problems.push(`providers.${name}.apiKeyEnv: environment variable ${provider.apiKeyEnv} is not set`);
+    }
+    providers[name] = {
+      name,
+      baseUrl: provider.baseUrl.replace(/\/+$/, ''),
+      type: provider.type,
+      apiKey,
+      timeouts: {
+        connectMs: provider.timeouts?.connectMs ?? file.timeouts.connectMs,
+        firstByteMs: provider.timeouts?.firstByteMs ?? file.timeouts.firstByteMs,
+        idleMs: provider.timeouts?.idleMs ?? file.timeouts.idleMs,
+        totalMs: provider.timeouts?.totalMs ?? file.timeouts.totalMs,
+      },
+      maxConnections: provider.maxConnections,
+      models: provider.models,
+    };
+  }
+
+  const virtualModels: Record<string, VirtualModelConfig> = {};
+  for (const [name, virtualModel] of Object.entries(file.virtualModels)) {
+    const candidates = virtualModel.candidates.map((candidate) => {
+      const target = typeof candidate === 'string' ? candidate : candidate.target;
+      const weight = typeof candidate === 'string' ? 1 : candidate.weight;
+      // The schema's refinement already proved the id splits.
+      const { provider, model } = splitCandidateId(target)!;
+      return { id: target, provider, model, weight };
+    });
+    const seen = new Set<string>();
+    candidates.forEach((candidate, index) => {
+      if (seen.has(candidate.id)) problems.push(`virtualModels.${name}.candidates[${index}]: "${candidate.id}" is listed twice`);
+      seen.add(candidate.id);
+    });
+    virtualModels[name] = { name, strategy: virtualModel.strategy, preferLoaded: virtualModel.preferLoaded, candidates };
+  }
+  if (problems.length > 0) throw new ConfigError(source, problems);
+
+  return deepFreeze({
+    path: source,
+    providers,
+    virtualModels,
+    exposeConcreteModels: file.exposeConcreteModels,
+    timeouts: file.timeouts,
+    breaker: file.breaker,
+    healthCheck: file.healthCheck,
+    apiKeyDigests: file.auth.apiKeys.map((hex) => Buffer.from(hex.toLowerCase(), 'hex')),
+    limits: file.limits,
+    events: file.events,
+  });
+}
+
+/** Reads and validates a YAML config file. @throws ConfigError */
+export function loadConfigFile(path: string, env: NodeJS.ProcessEnv): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err: unknown) {
+    throw new ConfigError(path, [`cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`]);
+  }
+  let document: unknown;
+  try {
+    document = parseYaml(text);
+  } catch (err: unknown) {
+    throw new ConfigError(path, [`not valid YAML: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`]);
+  }
+  return buildConfig(document, path, env);
+}
+
+/** sha256 of a bearer key, as configured in `auth.apiKeys`. */
+export function digestApiKey(key: string): Buffer {
+  return createHash('sha256').update(key).digest();
+}

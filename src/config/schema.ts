@@ -1,0 +1,132 @@
+import { z } from 'zod';
+import { splitCandidateId } from '../shared/candidate-id.js';
+
+const positiveMs = z.number().int().positive();
+
+export const timeoutsSchema = z.strictObject({
+  /** TCP connect to the upstream. */
+  connectMs: positiveMs.default(2_000),
+  /** From sending the request to the first body byte of the answer; failover is still possible. */
+  firstByteMs: positiveMs.default(120_000),
+  /** Longest silence between two body chunks once the answer is flowing. */
+  idleMs: positiveMs.default(60_000),
+  /** Whole request, first byte to last. */
+  totalMs: positiveMs.default(600_000),
+});
+
+const providerSchema = z.strictObject({
+  baseUrl: z
+    .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+    .refine((url) => new URL(url).search === '' && new URL(url).hash === '', 'must not carry a query or fragment'),
+  type: z.enum(['llama-swap', 'openai']).default('openai'),
+  apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+  /** Overrides of the global `timeouts`, key by key. */
+  timeouts: z
+    .strictObject({ connectMs: positiveMs, firstByteMs: positiveMs, idleMs: positiveMs, totalMs: positiveMs })
+    .partial()
+    .optional(),
+  /** Keep-alive connections to this provider, per gateway process. */
+  maxConnections: z.number().int().positive().default(128),
+  /** Models served, in addition to those discovered from the provider's /v1/models. */
+  models: z.array(z.string().min(1)).default([]),
+});
+
+const candidateSchema = z.union([
+  z.string(),
+  z.strictObject({ target: z.string(), weight: z.number().positive().default(1) }),
+]);
+
+const virtualModelSchema = z.strictObject({
+  strategy: z.enum(['priority', 'round-robin', 'weighted', 'least-latency']).default('priority'),
+  preferLoaded: z.boolean().default(true),
+  candidates: z.array(candidateSchema).min(1, 'needs at least one candidate'),
+});
+
+export const configFileSchema = z
+  .strictObject({
+    providers: z.record(
+      z.string().regex(/^[A-Za-z0-9._-]+$/, 'provider names use letters, digits, ".", "_" and "-"'),
+      providerSchema,
+    ),
+    virtualModels: z.record(z.string().min(1), virtualModelSchema).default({}),
+    exposeConcreteModels: z.boolean().default(true),
+    timeouts: timeoutsSchema.prefault({}),
+    breaker: z
+      .strictObject({
+        errorThresholdPercentage: z.number().min(1).max(100).default(50),
+        volumeThreshold: z.number().int().min(1).default(3),
+        rollingCountTimeoutMs: positiveMs.default(10_000),
+        resetTimeoutMs: positiveMs.default(15_000),
+      })
+      .prefault({}),
+    healthCheck: z
+      .strictObject({
+        intervalMs: positiveMs.default(5_000),
+        timeoutMs: positiveMs.default(2_000),
+      })
+      .prefault({}),
+    auth: z
+      .strictObject({
+        apiKeys: z.array(z.string().regex(/^[0-9a-f]{64}$/i, 'must be the sha256 of a key, 64 hex digits')).default([]),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        maxBodyBytes: z.number().int().positive().default(10 * 1024 * 1024),
+        /** Slow-header clients (slowloris) are cut off after this long. */
+        headersTimeoutMs: positiveMs.default(30_000),
+        /** Whole client request including a long stream; keep it above timeouts.totalMs. */
+        requestTimeoutMs: positiveMs.default(900_000),
+      })
+      .prefault({}),
+    events: z
+      .strictObject({
+        /** Events held in memory on their way to the queue or the in-process writer. */
+        maxBuffered: z.number().int().positive().default(100_000),
+        /** Upper bound of the spool file; beyond it events are dropped and counted. */
+        spoolMaxBytes: z.number().int().positive().default(256 * 1024 * 1024),
+        batchSize: z.number().int().positive().default(500),
+        batchMaxWaitMs: positiveMs.default(200),
+      })
+      .prefault({}),
+  })
+  .superRefine((config, ctx) => {
+    for (const [name, virtualModel] of Object.entries(config.virtualModels)) {
+      virtualModel.candidates.forEach((candidate, index) => {
+        const target = typeof candidate === 'string' ? candidate : candidate.target;
+        const path = ['virtualModels', name, 'candidates', index];
+        const parts = splitCandidateId(target);
+        if (!parts) {
+          ctx.addIssue({ code: 'custom', path, message: `"${target}" is not "provider/model"` });
+        } else if (!Object.hasOwn(config.providers, parts.provider)) {
+          ctx.addIssue({ code: 'custom', path, message: `unknown provider "${parts.provider}"` });
+        }
+      });
+      if (Object.hasOwn(config.providers, name.split('/')[0] ?? '') && name.includes('/')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['virtualModels', name],
+          message: 'a virtual model name must not look like "provider/model" of a configured provider',
+        });
+      }
+    }
+  });
+
+export type ConfigFile = z.infer<typeof configFileSchema>;
+export type Timeouts = z.infer<typeof timeoutsSchema>;
+
+export const envSchema = z.object({
+  BOO_CONFIG: z.string().min(1).optional(),
+  PORT: z.coerce.number().int().min(0).max(65_535).default(4000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }).optional(),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgres:// URL' }).optional(),
+  BOO_DATA_DIR: z.string().min(1).default('./data'),
+  BOO_REPLICA_ID: z.string().min(1).optional(),
+  METRICS_PORT: z.coerce.number().int().min(0).max(65_535).default(9465),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Queue name; tests give each run its own. */
+  BOO_QUEUE: z.string().min(1).default('boo-dispatch-events'),
+});
+
+export type Env = z.infer<typeof envSchema>;

@@ -1,0 +1,50 @@
+import { z } from 'zod';
+
+export const dispatchStatuses = ['dispatched', 'client_error', 'stream_error', 'client_closed', 'failed', 'no_candidates'] as const;
+export type DispatchStatus = (typeof dispatchStatuses)[number];
+
+export const attemptOutcomes = [
+  'ok',
+  'client_error',
+  'connect_error',
+  'timeout',
+  'http_5xx',
+  'http_retryable',
+  'broken_before_first_byte',
+  'client_closed',
+] as const;
+export type AttemptOutcome = (typeof attemptOutcomes)[number];
+
+export const attemptSchema = z.object({
+  candidate: z.string(),
+  outcome: z.enum(attemptOutcomes),
+  http_status: z.number().int().nullable(),
+  ms: z.number().int().nonnegative(),
+});
+export type Attempt = z.infer<typeof attemptSchema>;
+
+/**
+ * One dispatch, as it travels from the gateway to `route_dispatch_log`. Field names are the
+ * table's columns. It never carries prompts, completions or keys: job data sits in Redis in clear.
+ */
+export const dispatchEventSchema = z.object({
+  id: z.uuid(),
+  created_at: z.iso.datetime({ offset: true }),
+  request_id: z.string().max(200),
+  requested_model: z.string().max(500),
+  virtual_model: z.string().max(500).nullable(),
+  chosen_provider_id: z.string().nullable(),
+  chosen_model: z.string().nullable(),
+  candidates_tried: z.array(z.string()),
+  attempts: z.array(attemptSchema),
+  status: z.enum(dispatchStatuses),
+  source: z.string().max(200).nullable(),
+  error: z.string().max(2000).nullable(),
+  duration_ms: z.number().int().nonnegative(),
+  ttfb_ms: z.number().int().nonnegative().nullable(),
+  stream: z.boolean(),
+  prompt_tokens: z.number().int().nonnegative().nullable(),
+  completion_tokens: z.number().int().nonnegative().nullable(),
+  replica: z.string().max(200),
+});
+export type DispatchEvent = z.infer<typeof dispatchEventSchema>;

@@ -1,0 +1,203 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { attemptOutcomes, dispatchStatuses } from '../events/dispatch-event.js';
+import type { Config } from '../config/load.js';
+
+/** LLM latencies run from milliseconds (cached, embeddings) to minutes (long generations, swaps). */
+export const llmLatencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600];
+/** The gateway's own cost per request: microseconds to a few milliseconds. */
+export const overheadBuckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
+
+export const httpRoutes = ['chat_completions', 'completions', 'embeddings', 'models', 'upstream', 'admin', 'healthz', 'readyz', 'metrics', 'other'] as const;
+export type HttpRoute = (typeof httpRoutes)[number];
+
+/** Label value for requests that name no configured virtual model (direct or bare names). */
+export const directModelLabel = 'direct';
+
+export const breakerStateValue = { closed: 0, halfOpen: 1, open: 2 } as const;
+
+export function createMetricsRegistry(replica: string): Registry {
+  const register = new Registry();
+  register.setDefaultLabels({ replica });
+  collectDefaultMetrics({ register, prefix: 'boo_process_' });
+  return register;
+}
+
+export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
+
+/**
+ * Every metric of the gateway process. Label values come from config or fixed sets only; the
+ * series of every configured value exist from the start at 0.
+ */
+export function createGatewayMetrics(register: Registry, config: Config) {
+  const registers = [register];
+  const metrics = {
+    httpRequests: new Counter({
+      name: 'boo_http_requests_total',
+      help: 'HTTP requests answered by the gateway, by route and status code',
+      labelNames: ['route', 'code'] as const,
+      registers,
+    }),
+    dispatches: new Counter({
+      name: 'boo_dispatches_total',
+      help: 'Dispatches that reached resolution of a known model, by virtual model and final status',
+      labelNames: ['virtual_model', 'status'] as const,
+      registers,
+    }),
+    failovers: new Counter({
+      name: 'boo_failovers_total',
+      help: 'Dispatches that needed more than one upstream attempt',
+      labelNames: ['virtual_model'] as const,
+      registers,
+    }),
+    attempts: new Counter({
+      name: 'boo_upstream_attempts_total',
+      help: 'Upstream requests sent, by candidate and outcome',
+      labelNames: ['candidate', 'provider', 'outcome'] as const,
+      registers,
+    }),
+    ttfb: new Histogram({
+      name: 'boo_upstream_ttfb_seconds',
+      help: 'Time from sending an upstream request to its first body byte',
+      labelNames: ['candidate'] as const,
+      buckets: llmLatencyBuckets,
+      registers,
+    }),
+    duration: new Histogram({
+      name: 'boo_dispatch_duration_seconds',
+      help: 'Whole dispatch, from the request to the last byte sent to the client',
+      labelNames: ['virtual_model', 'stream'] as const,
+      buckets: llmLatencyBuckets,
+      registers,
+    }),
+    overhead: new Histogram({
+      name: 'boo_gateway_overhead_seconds',
+      help: "The gateway's own time: before the first upstream call (pre_upstream) and from upstream first byte to client first byte (relay)",
+      labelNames: ['phase'] as const,
+      buckets: overheadBuckets,
+      registers,
+    }),
+    breakerState: new Gauge({
+      name: 'boo_breaker_state',
+      help: 'Circuit breaker state per candidate: 0 closed, 1 half-open, 2 open',
+      labelNames: ['candidate'] as const,
+      registers,
+    }),
+    breakerTransitions: new Counter({
+      name: 'boo_breaker_transitions_total',
+      help: 'Circuit breaker state changes per candidate; origin local or remote (another replica)',
+      labelNames: ['candidate', 'to', 'origin'] as const,
+      registers,
+    }),
+    providerUp: new Gauge({
+      name: 'boo_provider_up',
+      help: '1 when the provider passes its health checks',
+      labelNames: ['provider'] as const,
+      registers,
+    }),
+    eventsPublished: new Counter({
+      name: 'boo_events_published_total',
+      help: 'Dispatch events handed to the event sink',
+      registers,
+    }),
+    eventsEnqueued: new Counter({
+      name: 'boo_events_enqueued_total',
+      help: 'Dispatch events accepted by the queue (or the in-process writer)',
+      registers,
+    }),
+    eventsSpooled: new Counter({
+      name: 'boo_events_spooled_total',
+      help: 'Dispatch events written to the local spool because the queue was unreachable',
+      registers,
+    }),
+    eventsDropped: new Counter({
+      name: 'boo_events_dropped_total',
+      help: 'Dispatch events lost at a bound (memory buffer or spool size)',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    spoolBytes: new Gauge({
+      name: 'boo_spool_bytes',
+      help: 'Size of the event spool waiting for replay',
+      registers,
+    }),
+    redisUp: new Gauge({
+      name: 'boo_redis_up',
+      help: '1 when the gateway reaches Redis (always 0 in embedded mode)',
+      registers,
+    }),
+  };
+
+  const candidates = new Map<string, string>();
+  for (const provider of Object.values(config.providers)) metrics.providerUp.labels(provider.name).set(1);
+  for (const virtualModel of Object.values(config.virtualModels)) {
+    for (const candidate of virtualModel.candidates) candidates.set(candidate.id, candidate.provider);
+  }
+  for (const virtualModel of [...Object.keys(config.virtualModels), directModelLabel]) {
+    for (const status of dispatchStatuses) metrics.dispatches.labels(virtualModel, status).inc(0);
+    metrics.failovers.labels(virtualModel).inc(0);
+    for (const stream of ['true', 'false']) metrics.duration.labels(virtualModel, stream);
+  }
+  for (const [candidate, provider] of candidates) {
+    for (const outcome of attemptOutcomes) metrics.attempts.labels(candidate, provider, outcome).inc(0);
+    metrics.ttfb.labels(candidate);
+    metrics.breakerState.labels(candidate).set(breakerStateValue.closed);
+    for (const to of ['open', 'halfOpen', 'closed']) {
+      for (const origin of ['local', 'remote']) metrics.breakerTransitions.labels(candidate, to, origin).inc(0);
+    }
+  }
+  for (const phase of ['pre_upstream', 'relay']) metrics.overhead.labels(phase);
+  for (const route of httpRoutes) metrics.httpRequests.labels(route, '200').inc(0);
+  for (const reason of ['buffer_full', 'spool_full']) metrics.eventsDropped.labels(reason).inc(0);
+  return metrics;
+}
+
+export type DispatchLogMetrics = ReturnType<typeof createDispatchLogMetrics>;
+
+/** Metrics of the batch writer; registered by the worker, and by the gateway in embedded mode. */
+export function createDispatchLogMetrics(register: Registry) {
+  const registers = [register];
+  const metrics = {
+    inserted: new Counter({ name: 'boo_events_inserted_total', help: 'Dispatch events written to route_dispatch_log (new rows)', registers }),
+    batches: new Counter({
+      name: 'boo_dispatch_log_batches_total',
+      help: 'Insert batches by result',
+      labelNames: ['result'] as const,
+      registers,
+    }),
+    batchSize: new Histogram({
+      name: 'boo_dispatch_log_batch_size',
+      help: 'Events per insert batch',
+      buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000],
+      registers,
+    }),
+    insertSeconds: new Histogram({
+      name: 'boo_dispatch_log_insert_seconds',
+      help: 'Time of one batch insert statement',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    lag: new Histogram({
+      name: 'boo_event_lag_seconds',
+      help: 'From the event (created_at) to its row being committed',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900],
+      registers,
+    }),
+    queueJobs: new Gauge({
+      name: 'boo_queue_jobs',
+      help: 'Jobs in the dispatch event queue by state',
+      labelNames: ['state'] as const,
+      registers,
+    }),
+    invalid: new Counter({ name: 'boo_events_invalid_total', help: 'Events rejected by schema validation (never retried)', registers }),
+    errors: new Counter({
+      name: 'boo_dispatch_log_errors_total',
+      help: 'Errors of the dispatch log writer by kind',
+      labelNames: ['kind'] as const,
+      registers,
+    }),
+  };
+  for (const result of ['ok', 'error']) metrics.batches.labels(result).inc(0);
+  for (const state of ['waiting', 'active', 'delayed', 'failed']) metrics.queueJobs.labels(state).set(0);
+  for (const kind of ['insert', 'queue', 'connection']) metrics.errors.labels(kind).inc(0);
+  return metrics;
+}
