@@ -155,3 +155,31 @@ describe('fake llama-swap', () => {
     }
   });
 });
+
+describe('fake provider backpressure', () => {
+  it('stops writing while the client does not read, and resumes when it does', async () => {
+    const fake = await startFakeProvider();
+    try {
+      fake.script({ kind: 'stream', chunks: 60_000 });
+      const res = await post(fake, chat('m1', true));
+      const record = fake.dispatched()[0]!;
+      let previous = -1;
+      const deadline = Date.now() + 3_000;
+      // Paused: bytesWritten stops growing long before the ~12 MB stream is written.
+      while (record.bytesWritten !== previous) {
+        if (Date.now() > deadline) throw new Error('the stream never paused');
+        previous = record.bytesWritten;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(record.closedAt).toBeUndefined();
+      const paused = record.bytesWritten;
+      let received = 0;
+      for await (const part of res.body) received += (part as Buffer).length;
+      expect(received).toBe(record.bytesWritten);
+      expect(received).toBeGreaterThan(paused);
+      expect(paused).toBeLessThan(received / 2);
+    } finally {
+      await fake.close();
+    }
+  });
+});
