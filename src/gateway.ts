@@ -98,6 +98,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       headersTimeout: config.limits.headersTimeoutMs,
       requestTimeout: config.limits.requestTimeoutMs,
       keepAliveTimeout: 65_000,
+      // Node checks the header and request timeouts on this sweep (30 s by default), which would
+      // let a slow-header client hold a socket for twice headersTimeoutMs.
+      connectionsCheckingInterval: Math.min(1_000, config.limits.headersTimeoutMs),
     },
     app,
   );

@@ -138,7 +138,8 @@ export class UpstreamPassthrough {
   }
 
   async fetch(model: string, restSegments: readonly string[], query: string, signal: AbortSignal): Promise<PassthroughAnswer> {
-    for (const segment of [model, ...restSegments]) {
+    // A model id may hold `/` (an encoded `provider/model`); each of its parts must be safe too.
+    for (const segment of [...model.split('/'), ...restSegments]) {
       if (!isSafePathSegment(segment)) throw new InvalidRequestError('the upstream path has an empty, "." or ".." segment, or a separator', 'path', 'invalid_path');
     }
     if (restSegments.length === 0) throw new InvalidRequestError('an upstream path is needed after the model', 'path', 'invalid_path');

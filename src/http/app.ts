@@ -12,6 +12,7 @@ import type { GatewayMetrics } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
 import { errorMiddleware } from './error-middleware.js';
 import { requireApiKey } from './middleware/auth.js';
+import { readBody } from './middleware/read-body.js';
 import { contextOf, requestContext } from './middleware/request-context.js';
 import { dispatchRoute } from './routes/dispatch.js';
 import { modelsRoute } from './routes/models.js';
@@ -44,7 +45,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/metrics', metricsRoute(register));
 
   const auth = requireApiKey(() => config().apiKeyDigests);
-  const rawBody = express.raw({ type: () => true, limit: config().limits.maxBodyBytes });
+  const rawBody = readBody(() => config().limits.maxBodyBytes);
   app.post('/v1/chat/completions', auth, rawBody, dispatchRoute(dispatcher, '/v1/chat/completions', 'chat_completions'));
   app.post('/v1/completions', auth, rawBody, dispatchRoute(dispatcher, '/v1/completions', 'completions'));
   app.post('/v1/embeddings', auth, rawBody, dispatchRoute(dispatcher, '/v1/embeddings', 'embeddings'));
@@ -65,6 +66,6 @@ export function createApp(deps: AppDeps): express.Express {
   });
 
   app.use((req: Request, _res: Response, next: NextFunction) => next(new RouteNotFoundError(req.method, req.path)));
-  app.use(errorMiddleware(logger, () => config().limits.maxBodyBytes));
+  app.use(errorMiddleware(logger));
   return app;
 }

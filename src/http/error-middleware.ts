@@ -1,20 +1,14 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
-import { BodyTooLargeError, GatewayError, InvalidRequestError, toOpenAIError } from '../errors.js';
+import { GatewayError, InvalidRequestError, toOpenAIError } from '../errors.js';
 import type { Logger } from '../shared/logger.js';
 import { contextOf } from './middleware/request-context.js';
 
-/** Errors of Express and body-parser carry an HTTP `status` (and body-parser's a `type`). */
-function fromFrameworkError(error: unknown, maxBodyBytes: number): GatewayError | undefined {
+/** Errors of Express carry an HTTP `status` (e.g. a malformed percent-encoding in the path). */
+function fromFrameworkError(error: unknown): GatewayError | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
-  const { type, status } = error as { type?: unknown; status?: unknown };
-  if (type === 'entity.too.large') return new BodyTooLargeError(maxBodyBytes);
-  if (type === 'request.aborted') return new InvalidRequestError('request body was not received in full', null, 'request_aborted');
-  if (typeof type === 'string' && (type.startsWith('entity.') || type.startsWith('encoding.') || type.startsWith('charset.'))) {
-    return new InvalidRequestError(`unreadable request body (${type})`, null, 'invalid_body');
-  }
+  const { status } = error as { status?: unknown };
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    // e.g. a malformed percent-encoding in the path; the framework's message names no secret.
     const message = error instanceof Error ? error.message : 'bad request';
     return new GatewayError(message, { code: 'invalid_request', status, openaiType: 'invalid_request_error' });
   }
@@ -25,7 +19,7 @@ function fromFrameworkError(error: unknown, maxBodyBytes: number): GatewayError 
  * The one place where errors become HTTP: GatewayError -> its status and OpenAI error body;
  * ZodError -> 400; anything else -> 500 with a generic message and the full error logged.
  */
-export function errorMiddleware(logger: Logger, maxBodyBytes: () => number) {
+export function errorMiddleware(logger: Logger) {
   return (error: unknown, _req: Request, res: Response, _next: NextFunction): void => {
     let gatewayError: GatewayError;
     if (error instanceof GatewayError) {
@@ -38,7 +32,7 @@ export function errorMiddleware(logger: Logger, maxBodyBytes: () => number) {
       );
     } else {
       gatewayError =
-        fromFrameworkError(error, maxBodyBytes()) ??
+        fromFrameworkError(error) ??
         new GatewayError('internal error', { code: 'internal_error', status: 500, openaiType: 'api_error' });
       if (gatewayError.status === 500) (res.locals.boo ? contextOf(res).logger : logger).error({ err: error }, 'unhandled error');
     }

@@ -1,6 +1,6 @@
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startFakeFleet, type FakeProvider, type Reply } from '../support/fake-provider.js';
+import { startFakeFleet, type Reply } from '../support/fake-provider.js';
 import { fleetConfigDocument, startTestGateway, waitFor, type TestGateway } from '../support/gateway-harness.js';
 
 describe('POST /v1/chat/completions failover (SPEC §5)', () => {
