@@ -25,6 +25,8 @@ export interface GatewayOptions {
   readonly drainTimeoutMs?: number;
   /** Start the periodic health checks (tests of routing switch them off to script the fleet). */
   readonly healthChecks?: boolean;
+  /** Uniform in [0, 1) for weighted choice and exploration; tests seed it. */
+  readonly random?: () => number;
 }
 
 export interface Gateway {
@@ -77,7 +79,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     metrics.breakerTransitions.labels(candidate, to, 'local').inc();
     logger.warn({ candidate, state: to }, 'circuit breaker changed state');
   });
-  const dispatcher = new DispatchWithFallback({ config: getConfig, fleet, breakers, pools, metrics, sink, replica });
+  const dispatcher = new DispatchWithFallback({
+    config: getConfig,
+    fleet,
+    breakers,
+    pools,
+    metrics,
+    sink,
+    replica,
+    ...(options.random ? { random: options.random } : {}),
+  });
   const passthrough = new UpstreamPassthrough({ config: getConfig, fleet, pools, dispatcher, logger });
   const healthChecker = new HealthChecker({ config: getConfig, pools, fleet, metrics, logger });
 

@@ -1,5 +1,6 @@
 import { existsSync, watch } from 'node:fs';
 import { hostname } from 'node:os';
+import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfigFile, loadEnv } from './config/load.js';
 import { createLogSink } from './events/log-sink.js';
@@ -39,8 +40,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGHUP', () => reload('SIGHUP'));
   let debounce: NodeJS.Timeout | undefined;
-  // Editors replace files on save: watch the file and re-arm on rename.
-  watch(path, { persistent: false }, () => {
+  // Editors save by writing a new file and renaming it over the old one, which a watch on the
+  // file itself would miss: watch its directory for its name.
+  const file = basename(path);
+  watch(dirname(resolve(path)), { persistent: false }, (_event, changed) => {
+    if (changed !== file) return;
     clearTimeout(debounce);
     debounce = setTimeout(() => reload('file change'), 200);
   }).on('error', (err) => logger.warn({ err: err.message }, 'cannot watch the config file; SIGHUP still reloads'));

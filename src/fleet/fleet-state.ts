@@ -21,7 +21,9 @@ export interface CandidateStatus {
   props: { body: Buffer; contentType: string; at: number } | undefined;
 }
 
-const latencySmoothing = 0.3;
+// Weight of the newest time-to-first-byte sample: high, so that a host that recovers (or slows
+// down) is seen as such within a few requests.
+const latencySmoothing = 0.5;
 
 /**
  * The gateway's knowledge of its fleet: health, served and loaded models, latency, cooldowns.

@@ -66,7 +66,7 @@ function orderByStrategy(candidates: CandidateView[], policy: SelectionPolicy): 
     case 'least-latency': {
       // Unmeasured candidates sort first so that a new or recovered one gets measured.
       const ordered = [...candidates].sort((a, b) => (a.latencyMs ?? -1) - (b.latencyMs ?? -1));
-      const exploration = policy.exploration ?? 0.05;
+      const exploration = policy.exploration ?? 0.1;
       if (ordered.length > 1 && policy.random() < exploration) {
         const index = 1 + Math.floor(policy.random() * (ordered.length - 1));
         ordered.unshift(...ordered.splice(index, 1));

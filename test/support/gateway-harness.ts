@@ -20,14 +20,16 @@ export function createRecordingSink(): RecordingSink {
   };
 }
 
-/** A config document whose providers point at the given fakes (name -> fake). */
+/** A config document whose providers point at the given fakes (name -> fake; other entries, such as a fleet's closeAll, are ignored). */
 export function fleetConfigDocument(
-  fakes: Record<string, FakeProvider>,
+  fakes: Readonly<Record<string, FakeProvider | (() => unknown)>>,
   types: Record<string, 'llama-swap' | 'openai'> = {},
   extra: Record<string, unknown> = {},
 ): Record<string, unknown> {
   const providers: Record<string, unknown> = {};
-  for (const [name, fake] of Object.entries(fakes)) providers[name] = { baseUrl: fake.url, type: types[name] ?? 'openai' };
+  for (const [name, fake] of Object.entries(fakes)) {
+    if (typeof fake !== 'function') providers[name] = { baseUrl: fake.url, type: types[name] ?? 'openai' };
+  }
   return { providers, ...extra };
 }
 
@@ -38,7 +40,7 @@ export interface TestGateway extends Gateway {
 /** Starts an in-process gateway on a free loopback port with a recording sink. */
 export async function startTestGateway(
   document: Record<string, unknown>,
-  options: { env?: NodeJS.ProcessEnv; healthChecks?: boolean; logger?: Logger } = {},
+  options: { env?: NodeJS.ProcessEnv; healthChecks?: boolean; logger?: Logger; seed?: number } = {},
 ): Promise<TestGateway> {
   const config: Config = buildConfig(document, 'test config', options.env ?? {});
   const sink = createRecordingSink();
@@ -51,8 +53,21 @@ export async function startTestGateway(
     createSink: () => sink,
     drainTimeoutMs: 2_000,
     healthChecks: options.healthChecks ?? false,
+    random: seededRandom(options.seed ?? 42),
   });
   return Object.assign(gateway, { sink });
+}
+
+/** mulberry32: a small seeded PRNG, so that weighted and exploring strategies repeat run to run. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 /** Polls until the predicate holds, failing after the deadline. */
