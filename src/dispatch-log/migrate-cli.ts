@@ -1,8 +1,7 @@
 import { loadEnv } from '../config/load.js';
 import { createLogger } from '../shared/logger.js';
 import { migrate } from './migrate.js';
-import { createPostgresDatabase, openPgliteDatabase } from './sql-database.js';
-import { join } from 'node:path';
+import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase } from './sql-database.js';
 
 // `npm run migrate`: applies pending migrations to DATABASE_URL, or to the embedded store
 // under BOO_DATA_DIR when it is unset, then exits.
@@ -11,7 +10,7 @@ async function main(): Promise<void> {
   const logger = createLogger(env.LOG_LEVEL);
   const db = env.DATABASE_URL
     ? createPostgresDatabase(env.DATABASE_URL, logger, { maxConnections: 1, statementTimeoutMs: 0, applicationName: 'boo-migrate' })
-    : await openPgliteDatabase(join(env.BOO_DATA_DIR, 'pglite'));
+    : await openPgliteDatabase(embeddedStoreDirectory(env.BOO_DATA_DIR));
   try {
     const applied = await migrate(db, logger);
     logger.info({ applied, store: db.kind }, applied.length > 0 ? 'migrations applied' : 'schema is current');

@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import postgres from 'postgres';
 import { PGlite } from '@electric-sql/pglite';
 import type { Logger } from '../shared/logger.js';
@@ -94,4 +95,9 @@ export async function openPgliteDatabase(directory: string): Promise<SqlDatabase
     withSession: (fn) => fn(session),
     close: () => (closed ??= db.closed ? Promise.resolve() : db.close()),
   };
+}
+
+/** Where the embedded store lives inside `BOO_DATA_DIR`. */
+export function embeddedStoreDirectory(dataDir: string): string {
+  return join(dataDir, 'pglite');
 }
