@@ -13,7 +13,8 @@ export interface DispatchLogRepository {
 
 // The batch travels as one jsonb parameter unpacked by jsonb_to_recordset rather than as
 // rows x 19 bind parameters: one statement text for every batch size (prepared once), no
-// 65,535-parameter ceiling, no per-driver array/json encoding, and the same SQL on PGlite.
+// 65,535-parameter ceiling, no per-driver array/json encoding, and the same SQL on PGlite. The
+// parameter is typed text (then cast) so no driver re-encodes the JSON string as a JSON scalar.
 const insertStatement = `
 INSERT INTO route_dispatch_log (
   virtual_model, chosen_provider_id, chosen_model, candidates_tried, status, source, error, duration_ms,
@@ -22,7 +23,7 @@ INSERT INTO route_dispatch_log (
 SELECT
   virtual_model, chosen_provider_id, chosen_model, candidates_tried, status, source, error, duration_ms,
   id, created_at, request_id, requested_model, attempts, ttfb_ms, stream, prompt_tokens, completion_tokens, replica
-FROM jsonb_to_recordset($1::jsonb) AS r(
+FROM jsonb_to_recordset($1::text::jsonb) AS r(
   virtual_model text, chosen_provider_id text, chosen_model text, candidates_tried jsonb, status text,
   source text, error text, duration_ms int, id uuid, created_at timestamptz, request_id text,
   requested_model text, attempts jsonb, ttfb_ms int, stream boolean, prompt_tokens int,

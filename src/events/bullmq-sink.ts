@@ -38,6 +38,7 @@ export class BullmqSink implements EventSink {
   readonly #redis: Redis;
   readonly #queue: Queue;
   #queueReady = false;
+  readonly #startedAt = Date.now();
   #buffer: DispatchEvent[] = [];
   #pumping: Promise<void> | undefined;
   #pumpAgain = false;
@@ -165,6 +166,8 @@ export class BullmqSink implements EventSink {
         if (!(await this.#enqueue(chunk))) await this.#toSpool(chunk);
         continue;
       }
+      // At start the connection is usually a few ms away: hold events in memory that long.
+      if (!this.#queueReady && !this.#closing && Date.now() - this.#startedAt < this.#options.commandTimeoutMs) return;
       // Redis is out, or older events wait in the spool: these go behind them.
       if (this.#buffer.length > 0) await this.#toSpool(this.#buffer.splice(0));
       if (!redisUsable || spool.isEmpty || this.#closing) return;
