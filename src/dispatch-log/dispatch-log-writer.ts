@@ -88,7 +88,8 @@ export class DispatchLogWriter {
       this.#closing = true;
       this.#batcher.flush();
     }
-    if (this.#ready.length > 0 && !this.#stopped) {
+    // A store that is failing gets no grace period: what is left goes back to the caller at once.
+    if (this.#ready.length > 0 && !this.#stopped && this.#healthy) {
       this.#kick();
       await Promise.race([this.#draining, sleep(timeoutMs, undefined, { ref: false })]);
     }
