@@ -85,6 +85,33 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * Cross-references the schema cannot see: each candidate names a configured provider, once.
+ * Reads the raw document defensively so its problems are reported alongside the schema's.
+ */
+function checkCandidates(document: unknown): string[] {
+  if (!isRecord(document) || !isRecord(document.virtualModels)) return [];
+  const providers = isRecord(document.providers) ? document.providers : {};
+  const problems: string[] = [];
+  for (const [name, virtualModel] of Object.entries(document.virtualModels)) {
+    if (!isRecord(virtualModel) || !Array.isArray(virtualModel.candidates)) continue;
+    const seen = new Set<string>();
+    virtualModel.candidates.forEach((candidate: unknown, index) => {
+      const target = isRecord(candidate) ? candidate.target : candidate;
+      if (typeof target !== 'string') return;
+      const at = `virtualModels.${name}.candidates[${index}]`;
+      const parts = splitCandidateId(target);
+      if (!parts) problems.push(`${at}: "${target}" is not "provider/model"`);
+      else if (!Object.hasOwn(providers, parts.provider)) problems.push(`${at}: unknown provider "${parts.provider}"`);
+      else if (seen.has(target)) problems.push(`${at}: "${target}" is listed twice`);
+      seen.add(target);
+    });
+  }
+  return problems;
+}
+
 /**
  * Validates a parsed config document and resolves it: provider timeouts merged over the global
  * ones, API keys read from their env vars, candidates split into provider and model.
@@ -92,9 +119,10 @@ function deepFreeze<T>(value: T): T {
  */
 export function buildConfig(document: unknown, source: string, env: NodeJS.ProcessEnv): Config {
   const result = configFileSchema.safeParse(document ?? {});
-  if (!result.success) throw new ConfigError(source, formatIssues(result.error));
+  const problems = checkCandidates(document);
+  if (!result.success) throw new ConfigError(source, [...formatIssues(result.error), ...problems]);
+  if (problems.length > 0) throw new ConfigError(source, problems);
   const file = result.data;
-  const problems: string[] = [];
 
   const providers: Record<string, ProviderConfig> = {};
   for (const [name, provider] of Object.entries(file.providers)) {
@@ -124,14 +152,9 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
     const candidates = virtualModel.candidates.map((candidate) => {
       const target = typeof candidate === 'string' ? candidate : candidate.target;
       const weight = typeof candidate === 'string' ? 1 : candidate.weight;
-      // The schema's refinement already proved the id splits.
+      // checkCandidates already proved the id splits.
       const { provider, model } = splitCandidateId(target)!;
       return { id: target, provider, model, weight };
-    });
-    const seen = new Set<string>();
-    candidates.forEach((candidate, index) => {
-      if (seen.has(candidate.id)) problems.push(`virtualModels.${name}.candidates[${index}]: "${candidate.id}" is listed twice`);
-      seen.add(candidate.id);
     });
     virtualModels[name] = { name, strategy: virtualModel.strategy, preferLoaded: virtualModel.preferLoaded, candidates };
   }

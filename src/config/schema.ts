@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { splitCandidateId } from '../shared/candidate-id.js';
 
 const positiveMs = z.number().int().positive();
 
@@ -17,7 +16,7 @@ export const timeoutsSchema = z.strictObject({
 const providerSchema = z.strictObject({
   baseUrl: z
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
-    .refine((url) => new URL(url).search === '' && new URL(url).hash === '', 'must not carry a query or fragment'),
+    .refine((url) => !URL.canParse(url) || (new URL(url).search === '' && new URL(url).hash === ''), 'must not carry a query or fragment'),
   type: z.enum(['llama-swap', 'openai']).default('openai'),
   apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
   /** Overrides of the global `timeouts`, key by key. */
@@ -89,27 +88,6 @@ export const configFileSchema = z
         batchMaxWaitMs: positiveMs.default(200),
       })
       .prefault({}),
-  })
-  .superRefine((config, ctx) => {
-    for (const [name, virtualModel] of Object.entries(config.virtualModels)) {
-      virtualModel.candidates.forEach((candidate, index) => {
-        const target = typeof candidate === 'string' ? candidate : candidate.target;
-        const path = ['virtualModels', name, 'candidates', index];
-        const parts = splitCandidateId(target);
-        if (!parts) {
-          ctx.addIssue({ code: 'custom', path, message: `"${target}" is not "provider/model"` });
-        } else if (!Object.hasOwn(config.providers, parts.provider)) {
-          ctx.addIssue({ code: 'custom', path, message: `unknown provider "${parts.provider}"` });
-        }
-      });
-      if (Object.hasOwn(config.providers, name.split('/')[0] ?? '') && name.includes('/')) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['virtualModels', name],
-          message: 'a virtual model name must not look like "provider/model" of a configured provider',
-        });
-      }
-    }
   });
 
 export type ConfigFile = z.infer<typeof configFileSchema>;

@@ -1,0 +1,46 @@
+import type { NextFunction, Request, Response } from 'express';
+import { ZodError } from 'zod';
+import { GatewayError, InvalidRequestError, toOpenAIError } from '../errors.js';
+import type { Logger } from '../shared/logger.js';
+import { contextOf } from './middleware/request-context.js';
+
+/** Errors of Express carry an HTTP `status` (e.g. a malformed percent-encoding in the path). */
+function fromFrameworkError(error: unknown): GatewayError | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const { status } = error as { status?: unknown };
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    const message = error instanceof Error ? error.message : 'bad request';
+    return new GatewayError(message, { code: 'invalid_request', status, openaiType: 'invalid_request_error' });
+  }
+  return undefined;
+}
+
+/**
+ * The one place where errors become HTTP: GatewayError -> its status and OpenAI error body;
+ * ZodError -> 400; anything else -> 500 with a generic message and the full error logged.
+ */
+export function errorMiddleware(logger: Logger) {
+  return (error: unknown, _req: Request, res: Response, _next: NextFunction): void => {
+    let gatewayError: GatewayError;
+    if (error instanceof GatewayError) {
+      gatewayError = error;
+    } else if (error instanceof ZodError) {
+      const issue = error.issues[0];
+      gatewayError = new InvalidRequestError(
+        issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'invalid request',
+        issue?.path.join('.') || null,
+      );
+    } else {
+      gatewayError =
+        fromFrameworkError(error) ??
+        new GatewayError('internal error', { code: 'internal_error', status: 500, openaiType: 'api_error' });
+      if (gatewayError.status === 500) (res.locals.boo ? contextOf(res).logger : logger).error({ err: error }, 'unhandled error');
+    }
+    if (res.headersSent) {
+      // Nothing sensible can follow bytes already sent: end the exchange.
+      res.destroy();
+      return;
+    }
+    res.status(gatewayError.status).json(toOpenAIError(gatewayError));
+  };
+}
