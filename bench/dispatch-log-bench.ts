@@ -2,7 +2,7 @@
 // queue; (2) the event lag (row committed minus event created at the gateway) at a steady
 // 2,000 events/s through the producer sink and one worker. Needs Redis and Postgres:
 //   REDIS_URL (default redis://127.0.0.1:6379), BENCH_PG_URL (a server; default the local one).
-// Run: npx tsx bench/dispatch-log-bench.ts   (or npm run bench:dispatch-log after a build)
+// Run: npm run bench:dispatch-log   (or npx tsx bench/dispatch-log-bench.ts)
 import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Queue } from 'bullmq';

@@ -102,7 +102,8 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
       logger: testLogger,
       batchSize: 100,
       batchMaxWaitMs: 50,
-      lockDurationMs: 30_000,
+      // A job fetched just as Redis went away is recovered by the stalled check, after about twice this.
+      lockDurationMs: 5_000,
     });
   }
 
@@ -187,7 +188,7 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     await redis.start();
     await traffic;
     expect(failed).toBe(0);
-    await waitFor(() => countRows(db), (c) => c.rows >= ok, 40_000, `${ok} rows`);
+    await waitFor(() => countRows(db), (c) => c.rows >= ok, 60_000, `${ok} rows`);
     await sleep(300);
     expect(await countRows(db)).toEqual({ rows: 600, distinct: 600 });
     // The outage really hit the event path: part of the traffic went through the spool.
