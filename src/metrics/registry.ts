@@ -147,7 +147,7 @@ export function createGatewayMetrics(register: Registry, config: Config) {
   }
   for (const phase of ['pre_upstream', 'relay']) metrics.overhead.labels(phase);
   for (const route of httpRoutes) metrics.httpRequests.labels(route, '200').inc(0);
-  for (const reason of ['buffer_full', 'spool_full']) metrics.eventsDropped.labels(reason).inc(0);
+  for (const reason of ['buffer_full', 'spool_full', 'spool_corrupt']) metrics.eventsDropped.labels(reason).inc(0);
   return metrics;
 }
 

@@ -1,0 +1,163 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { dispatchEventSchema, type DispatchEvent } from '../events/dispatch-event.js';
+import type { DispatchLogMetrics } from '../metrics/registry.js';
+import type { Logger } from '../shared/logger.js';
+import type { DispatchLogRepository } from './dispatch-log-repository.js';
+import { EventBatcher } from './event-batcher.js';
+import { writeBatch } from './write-batch.js';
+
+export interface DispatchLogWriterOptions {
+  repository: DispatchLogRepository;
+  metrics: DispatchLogMetrics;
+  logger: Logger;
+  batchSize: number;
+  batchMaxWaitMs: number;
+  /** Events held in memory (open batch plus batches waiting); beyond it `push` refuses. */
+  maxBuffered: number;
+  /** Runs before the first insert (migrations), retried with the same backoff as inserts. */
+  prepare?: () => Promise<void>;
+  /** Backoff after a failed insert: doubles from `minRetryMs` up to `maxRetryMs`. */
+  minRetryMs?: number;
+  maxRetryMs?: number;
+}
+
+/**
+ * The batch writer inside the gateway (embedded mode: no Redis). Events wait in memory, are
+ * batched by size and age, and written one statement per batch; a failed insert is retried with
+ * backoff and keeps its events, in order. Not crash-safe by itself: what is in memory when the
+ * process dies is lost; `close()` hands back what it could not write so the caller can spool it.
+ */
+export class DispatchLogWriter {
+  readonly #options: DispatchLogWriterOptions;
+  readonly #batcher: EventBatcher<DispatchEvent>;
+  readonly #ready: DispatchEvent[][] = [];
+  #readyCount = 0;
+  #prepared = false;
+  #healthy = true;
+  #closing = false;
+  #stopped = false;
+  #draining: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+
+  constructor(options: DispatchLogWriterOptions) {
+    this.#options = options;
+    this.#batcher = new EventBatcher({
+      maxSize: options.batchSize,
+      maxWaitMs: options.batchMaxWaitMs,
+      onBatch: (batch) => {
+        this.#ready.push(batch);
+        this.#readyCount += batch.length;
+        this.#kick();
+      },
+    });
+  }
+
+  /** Events accepted and not yet committed. */
+  get buffered(): number {
+    return this.#batcher.size + this.#readyCount;
+  }
+
+  /** False while the store is failing (inserts or preparation are being retried). */
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+
+  /**
+   * Queues an event; never blocks, never throws.
+   * @returns `'accepted'`, `'invalid'` (schema validation failed: counted, logged) or `'full'`
+   *   (memory bound reached or closing: the caller decides where it goes).
+   */
+  push(event: DispatchEvent): 'accepted' | 'invalid' | 'full' {
+    if (this.#closing || this.buffered >= this.#options.maxBuffered) return 'full';
+    const parsed = dispatchEventSchema.safeParse(event);
+    if (!parsed.success) {
+      this.#options.metrics.invalid.inc();
+      this.#options.logger.warn({ eventId: (event as { id?: unknown }).id, issues: parsed.error.issues.slice(0, 3) }, 'invalid dispatch event rejected');
+      return 'invalid';
+    }
+    this.#batcher.add(parsed.data);
+    return 'accepted';
+  }
+
+  /**
+   * Writes what is buffered, waiting at most `timeoutMs`, then stops.
+   * @returns the events that could not be written in time (oldest first). Idempotent.
+   */
+  async close(timeoutMs = 5_000): Promise<DispatchEvent[]> {
+    if (!this.#closing) {
+      this.#closing = true;
+      this.#batcher.flush();
+    }
+    // A store that is failing gets no grace period: what is left goes back to the caller at once.
+    if (this.#ready.length > 0 && !this.#stopped && this.#healthy) {
+      this.#kick();
+      await Promise.race([this.#draining, sleep(timeoutMs, undefined, { ref: false })]);
+    }
+    this.#stopped = true;
+    this.#wake?.();
+    const left = this.#ready.splice(0).flat();
+    this.#readyCount = 0;
+    return left;
+  }
+
+  #kick(): void {
+    if (this.#wake) {
+      this.#wake();
+      return;
+    }
+    this.#draining ??= this.#drain().finally(() => {
+      this.#draining = undefined;
+    });
+  }
+
+  async #drain(): Promise<void> {
+    const { logger, metrics, repository } = this.#options;
+    let delayMs = this.#options.minRetryMs ?? 100;
+    while (!this.#stopped && this.#ready.length > 0) {
+      try {
+        if (!this.#prepared) {
+          await this.#options.prepare?.();
+          this.#prepared = true;
+        }
+        const batch = this.#ready[0]!;
+        const started = performance.now();
+        const result = await writeBatch(repository, batch);
+        const seconds = (performance.now() - started) / 1000;
+        if (this.#ready[0] === batch) {
+          this.#ready.shift();
+          this.#readyCount -= batch.length;
+        }
+        metrics.batches.labels('ok').inc();
+        metrics.batchSize.observe(batch.length);
+        metrics.insertSeconds.observe(seconds);
+        metrics.inserted.inc(result.inserted);
+        const now = Date.now();
+        for (const event of batch) metrics.lag.observe((now - Date.parse(event.created_at)) / 1000);
+        if (result.rejected.length > 0) {
+          metrics.invalid.inc(result.rejected.length);
+          for (const { index, error } of result.rejected) {
+            logger.warn({ eventId: batch[index]?.id, err: error }, 'dispatch event refused by the database');
+          }
+        }
+        if (!this.#healthy) logger.info('dispatch log store is writable again');
+        this.#healthy = true;
+        delayMs = this.#options.minRetryMs ?? 100;
+      } catch (err: unknown) {
+        metrics.batches.labels('error').inc();
+        metrics.errors.labels(this.#prepared ? 'insert' : 'connection').inc();
+        if (this.#healthy) logger.error({ err, buffered: this.buffered }, 'dispatch log write failed; retrying with backoff');
+        this.#healthy = false;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delayMs);
+          // close() wakes the loop so shutdown does not wait out a long backoff.
+          this.#wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#wake = undefined;
+        delayMs = Math.min(delayMs * 2, this.#options.maxRetryMs ?? 5_000);
+      }
+    }
+  }
+}

@@ -1,0 +1,46 @@
+import type { DispatchEvent } from '../events/dispatch-event.js';
+import type { DispatchLogRepository } from './dispatch-log-repository.js';
+
+export interface BatchWriteResult {
+  /** New rows committed (redeliveries of rows already there are not counted). */
+  inserted: number;
+  /** Events Postgres refused for their own content, by index in the input; retrying cannot help them. */
+  rejected: { index: number; error: unknown }[];
+}
+
+/**
+ * True for errors caused by the data of a row, not by the database being unavailable:
+ * SQLSTATE class 22 (data exception, e.g. a NUL in text) and 23 (constraint violation).
+ */
+export function isRowDataError(err: unknown): boolean {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? (err as { code: unknown }).code : undefined;
+  return typeof code === 'string' && /^(22|23)[0-9A-Z]{3}$/.test(code);
+}
+
+/**
+ * Inserts `events` as one statement; if Postgres refuses it because of a row's content, splits the
+ * batch in halves and recurses, so the good rows land and each bad row is isolated (about
+ * 2·log2(n) extra statements per bad row). Events passed schema validation before they got here;
+ * this is the net for what only the database can judge.
+ * @throws any other error (connection lost, timeout...): nothing of the failing part was written
+ *   by this call and the caller retries it (rows committed earlier are skipped then, by `id`).
+ */
+export async function writeBatch(repository: DispatchLogRepository, events: readonly DispatchEvent[]): Promise<BatchWriteResult> {
+  const result: BatchWriteResult = { inserted: 0, rejected: [] };
+  const write = async (from: number, to: number): Promise<void> => {
+    try {
+      result.inserted += await repository.insertBatch(events.slice(from, to));
+    } catch (err: unknown) {
+      if (!isRowDataError(err)) throw err;
+      if (to - from === 1) {
+        result.rejected.push({ index: from, error: err });
+        return;
+      }
+      const middle = from + Math.ceil((to - from) / 2);
+      await write(from, middle);
+      await write(middle, to);
+    }
+  };
+  await write(0, events.length);
+  return result;
+}

@@ -1,0 +1,104 @@
+import { join } from 'node:path';
+import type { Registry } from 'prom-client';
+import type { Config } from '../config/load.js';
+import type { Env } from '../config/schema.js';
+import { createDispatchLogRepository } from '../dispatch-log/dispatch-log-repository.js';
+import { DispatchLogWriter } from '../dispatch-log/dispatch-log-writer.js';
+import { migrate } from '../dispatch-log/migrate.js';
+import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../dispatch-log/sql-database.js';
+import { createDispatchLogMetrics, type GatewayMetrics } from '../metrics/registry.js';
+import type { Logger } from '../shared/logger.js';
+import { BullmqSink } from './bullmq-sink.js';
+import type { ComponentHealth, EventSink } from './event-sink.js';
+import { InProcessSink } from './in-process-sink.js';
+import { Spool } from './spool.js';
+
+export interface EventSinkDeps {
+  env: Env;
+  config: Config;
+  logger: Logger;
+  metrics: GatewayMetrics;
+  register: Registry;
+}
+
+/**
+ * Builds the gateway's event sink from the environment:
+ * - `REDIS_URL` set: BullMQ producer with a spool under `BOO_DATA_DIR/spool` (the worker writes rows);
+ * - unset: the batch writer in this process, into `DATABASE_URL` or, unset, PGlite under
+ *   `BOO_DATA_DIR/pglite`, migrated on open.
+ * Opens no connection the caller did not ask for by setting these variables.
+ * @throws when the embedded store or the spool cannot be opened (local disk problems).
+ */
+export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
+  const { env, config, logger, metrics, register } = deps;
+  const log = logger.child({ component: 'dispatch-log' });
+  const spool = await Spool.open({ directory: join(env.BOO_DATA_DIR, 'spool'), maxBytes: config.events.spoolMaxBytes });
+
+  if (env.REDIS_URL) {
+    const probe = env.DATABASE_URL ? startDatabaseProbe(createPostgresDatabase(env.DATABASE_URL, log, { maxConnections: 1, applicationName: 'boo-gateway-probe' }), log) : undefined;
+    const sink = new BullmqSink({
+      redisUrl: env.REDIS_URL,
+      queueName: env.BOO_QUEUE,
+      spool,
+      metrics,
+      logger: log,
+      maxBuffered: config.events.maxBuffered,
+      chunkSize: config.events.batchSize,
+      ...(probe ? { databaseHealth: probe.health } : {}),
+    });
+    if (!probe) return sink;
+    return {
+      publish: (event) => sink.publish(event),
+      health: () => sink.health(),
+      close: async () => {
+        await Promise.all([sink.close(), probe.stop()]);
+      },
+    };
+  }
+
+  let db: SqlDatabase;
+  if (env.DATABASE_URL) {
+    db = createPostgresDatabase(env.DATABASE_URL, log, { applicationName: 'boo-gateway' });
+    // A Postgres that is down at start must not stop the gateway: the writer migrates before its first insert.
+    await migrate(db, log).catch((err: unknown) => log.warn({ err }, 'dispatch log: migration at start failed; retrying before the first insert'));
+  } else {
+    db = await openPgliteDatabase(embeddedStoreDirectory(env.BOO_DATA_DIR));
+    await migrate(db, log);
+  }
+  const writer = new DispatchLogWriter({
+    repository: createDispatchLogRepository(db),
+    metrics: createDispatchLogMetrics(register),
+    logger: log,
+    batchSize: config.events.batchSize,
+    batchMaxWaitMs: config.events.batchMaxWaitMs,
+    maxBuffered: config.events.maxBuffered,
+    prepare: async () => {
+      await migrate(db, log);
+    },
+  });
+  return new InProcessSink({ writer, db, spool, metrics, logger: log, chunkSize: config.events.batchSize });
+}
+
+/** Pings the database every `intervalMs` so `/readyz` can say whether the log's store is up. */
+function startDatabaseProbe(db: SqlDatabase, logger: Logger, intervalMs = 10_000): { health: () => ComponentHealth; stop: () => Promise<void> } {
+  let health: ComponentHealth = 'degraded';
+  const ping = () =>
+    db.query('SELECT 1').then(
+      () => {
+        health = 'ok';
+      },
+      (err: unknown) => {
+        if (health === 'ok') logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'database unreachable');
+        health = 'degraded';
+      },
+    );
+  void ping();
+  const timer = setInterval(() => void ping(), intervalMs).unref();
+  return {
+    health: () => health,
+    stop: async () => {
+      clearInterval(timer);
+      await db.close(1_000);
+    },
+  };
+}

@@ -1,0 +1,75 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { envSchema } from '../../src/config/schema.js';
+import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase } from '../../src/dispatch-log/sql-database.js';
+import { createEventSink } from '../../src/events/create-event-sink.js';
+import { createGatewayMetrics } from '../../src/metrics/registry.js';
+import { makeDispatchEvents } from '../support/dispatch-events.js';
+import { countRows, counterValue, testConfig, testLogger } from '../support/pipeline-fixtures.js';
+import { createScratchDatabase, waitFor } from '../support/scratch-database.js';
+
+describe('createEventSink without REDIS_URL (embedded mode)', () => {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function sinkFor(env: Record<string, string>) {
+    const register = new Registry();
+    const config = testConfig();
+    const metrics = createGatewayMetrics(register, config);
+    const sink = await createEventSink({ env: envSchema.parse(env), config, logger: testLogger, metrics, register });
+    return { sink, register };
+  }
+
+  it('writes into PGlite under BOO_DATA_DIR, migrated on open, queryable after shutdown', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'boo-data-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir });
+    expect(sink.health()).toEqual({ redis: 'embedded', database: 'embedded' });
+    for (const event of makeDispatchEvents(1200)) sink.publish(event);
+    await sink.close();
+    expect(await counterValue(register, 'boo_events_inserted_total')).toBe(1200);
+
+    const db = await openPgliteDatabase(embeddedStoreDirectory(dataDir));
+    cleanups.push(() => db.close());
+    expect(await countRows(db)).toEqual({ rows: 1200, distinct: 1200 });
+  });
+
+  it('writes into DATABASE_URL when set, through the same batch writer', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'boo-data-'));
+    const scratch = await createScratchDatabase();
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }), () => scratch.drop());
+    const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir, DATABASE_URL: scratch.url });
+    for (const event of makeDispatchEvents(800)) sink.publish(event);
+    const db = createPostgresDatabase(scratch.url, testLogger);
+    cleanups.push(() => db.close());
+    await waitFor(() => countRows(db), (c) => c.rows >= 800, 20_000, '800 rows');
+    expect(sink.health()).toEqual({ redis: 'embedded', database: 'ok' });
+    await sink.close();
+    expect(await countRows(db)).toEqual({ rows: 800, distinct: 800 });
+    expect(await counterValue(register, 'boo_events_enqueued_total')).toBe(800);
+  });
+
+  it('keeps what the store could not take at shutdown in the spool, and writes it after the next start', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'boo-data-'));
+    const scratch = await createScratchDatabase();
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }), () => scratch.drop());
+    // A database that does not answer: nothing can be written before shutdown.
+    const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir, DATABASE_URL: 'postgres://root@127.0.0.1:1/none' });
+    for (const event of makeDispatchEvents(300)) sink.publish(event);
+    await waitFor(async () => sink.health().database, (h) => h === 'degraded', 10_000, 'degraded health');
+    await sink.close();
+    expect(await counterValue(register, 'boo_events_spooled_total')).toBe(300);
+
+    const restarted = await sinkFor({ BOO_DATA_DIR: dataDir, DATABASE_URL: scratch.url });
+    const db = createPostgresDatabase(scratch.url, testLogger);
+    cleanups.push(() => db.close());
+    await waitFor(() => countRows(db), (c) => c.rows >= 300, 20_000, '300 rows');
+    await restarted.sink.close();
+    expect(await countRows(db)).toEqual({ rows: 300, distinct: 300 });
+  });
+});

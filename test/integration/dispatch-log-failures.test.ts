@@ -1,0 +1,199 @@
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
+import { migrate } from '../../src/dispatch-log/migrate.js';
+import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
+import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
+import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
+import { makeDispatchEvents } from '../support/dispatch-events.js';
+import { countRows, counterValue, createTestSink, testLogger } from '../support/pipeline-fixtures.js';
+import { createScratchDatabase, waitFor } from '../support/scratch-database.js';
+import { startThrowawayPostgres, type ThrowawayPostgres } from '../support/throwaway-postgres.js';
+import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
+import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Publishes `total` events at about `perSecond`, in 10 ms ticks; resolves when all are published. */
+async function publishSteadily(publish: (event: ReturnType<typeof makeDispatchEvents>[number]) => void, total: number, perSecond: number): Promise<void> {
+  const events = makeDispatchEvents(total);
+  const perTick = Math.max(1, Math.round(perSecond / 100));
+  for (let i = 0; i < events.length; i += perTick) {
+    for (const event of events.slice(i, i + perTick)) publish(event);
+    await sleep(10);
+  }
+}
+
+describe('dispatch log under failures: exactly N rows', () => {
+  let redis: ThrowawayRedis;
+  let scratch: Awaited<ReturnType<typeof createScratchDatabase>>;
+  let db: SqlDatabase;
+  let queueName: string;
+  const cleanups: (() => Promise<unknown>)[] = [];
+
+  beforeAll(async () => {
+    redis = await startThrowawayRedis();
+    scratch = await createScratchDatabase();
+    db = createPostgresDatabase(scratch.url, testLogger);
+    await migrate(db, testLogger);
+  });
+  afterAll(async () => {
+    await db.close();
+    await scratch.drop();
+    await redis.cleanup();
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    await redis.start();
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const queue = new Queue(queueName, { connection });
+    await queue.obliterate({ force: true });
+    await queue.close();
+    connection.disconnect();
+    await db.exec('TRUNCATE route_dispatch_log');
+  });
+
+  function startConsumer(repositoryDb: SqlDatabase = db) {
+    const register = new Registry();
+    const consumer = new DispatchLogConsumer({
+      redisUrl: redis.url,
+      queueName,
+      repository: createDispatchLogRepository(repositoryDb),
+      metrics: createDispatchLogMetrics(register),
+      logger: testLogger,
+      batchSize: 200,
+      batchMaxWaitMs: 50,
+      // A job fetched just as Redis went away is recovered by the stalled check, after about twice this.
+      lockDurationMs: 5_000,
+    });
+    cleanups.push(() => consumer.close());
+    return { consumer, register };
+  }
+
+  async function startSink(spoolDir?: string) {
+    const created = await createTestSink(redis.url, queueName, spoolDir);
+    cleanups.push(async () => {
+      await created.sink.close();
+      await rm(created.spoolDir, { recursive: true, force: true });
+    });
+    return created;
+  }
+
+  async function startWorker(extraEnv: Record<string, string> = {}): Promise<WorkerProcess> {
+    const worker = await startWorkerProcess({ REDIS_URL: redis.url, DATABASE_URL: scratch.url, BOO_QUEUE: queueName, BOO_WORKER_LOCK_MS: '2000', ...extraEnv });
+    cleanups.push(() => worker.stop('SIGKILL'));
+    return worker;
+  }
+
+  it('Redis stopped for seconds during traffic: nothing is lost, the spool replays, N rows', async () => {
+    queueName = `test-${randomUUID()}`;
+    const { sink, register } = await startSink();
+    startConsumer();
+    const traffic = publishSteadily((e) => sink.publish(e), 4000, 1000);
+    await sleep(1000);
+    await redis.stop();
+    await sleep(3000);
+    expect(sink.health().redis).toBe('degraded');
+    await redis.start();
+    await traffic;
+    await waitFor(() => countRows(db), (c) => c.rows >= 4000, 60_000, '4000 rows');
+    expect(await countRows(db)).toEqual({ rows: 4000, distinct: 4000 });
+    expect(await counterValue(register, 'boo_events_spooled_total')).toBeGreaterThan(500);
+    expect(await counterValue(register, 'boo_events_dropped_total')).toBe(0);
+    expect(sink.health().redis).toBe('ok');
+  }, 90_000);
+
+  it('a gateway stopped with events in its spool lands them after it starts again', async () => {
+    queueName = `test-${randomUUID()}`;
+    await redis.stop();
+    const first = await startSink();
+    for (const event of makeDispatchEvents(1500)) first.sink.publish(event);
+    await first.sink.close();
+    expect(await counterValue(first.register, 'boo_events_spooled_total')).toBe(1500);
+
+    await redis.start();
+    startConsumer();
+    const second = await startSink(first.spoolDir);
+    await waitFor(() => countRows(db), (c) => c.rows >= 1500, 30_000, '1500 rows');
+    expect(await countRows(db)).toEqual({ rows: 1500, distinct: 1500 });
+    expect(await counterValue(second.register, 'boo_events_enqueued_total')).toBe(1500);
+  });
+
+  it('a worker SIGKILLed in the middle of a burst and restarted: N rows, no duplicates', async () => {
+    queueName = `test-${randomUUID()}`;
+    const { sink } = await startSink();
+    const worker = await startWorker();
+    for (const event of makeDispatchEvents(10_000)) sink.publish(event);
+    const mid = await waitFor(() => countRows(db), (c) => c.rows > 0, 30_000, 'the first rows');
+    await worker.stop('SIGKILL');
+    expect(mid.rows).toBeLessThan(10_000);
+    const afterKill = await countRows(db);
+    await startWorker();
+    await waitFor(() => countRows(db), (c) => c.rows >= 10_000, 60_000, '10000 rows');
+    await sleep(500);
+    expect(await countRows(db)).toEqual({ rows: 10_000, distinct: 10_000 });
+    expect(afterKill.rows).toBeLessThan(10_000);
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const queue = new Queue(queueName, { connection });
+    const counts = await waitFor(() => queue.getJobCounts('active', 'failed', 'waiting'), (c) => c['active'] === 0 && c['waiting'] === 0);
+    await queue.close();
+    connection.disconnect();
+    expect(counts['failed']).toBe(0);
+  }, 120_000);
+
+  it('two workers at once: N rows, each written once', async () => {
+    queueName = `test-${randomUUID()}`;
+    const { sink } = await startSink();
+    const [a, b] = await Promise.all([startWorker(), startWorker()]);
+    for (const event of makeDispatchEvents(10_000)) sink.publish(event);
+    await waitFor(() => countRows(db), (c) => c.rows >= 10_000, 60_000, '10000 rows');
+    await sleep(300);
+    expect(await countRows(db)).toEqual({ rows: 10_000, distinct: 10_000 });
+    // Both took part, as their own /metrics say, and together they wrote each row once.
+    const inserted = await Promise.all([a, b].map(async (worker) => {
+      const port = /"metricsPort":(\d+)/.exec(worker.output())?.[1];
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(text).toMatch(/boo_queue_jobs\{state="failed"[^}]*\} 0/);
+      return Number(/^boo_events_inserted_total\{[^}]*\} (\d+)/m.exec(text)?.[1]);
+    }));
+    expect(inserted.every((n) => n > 0)).toBe(true);
+    expect(inserted[0]! + inserted[1]!).toBe(10_000);
+    expect(await a.stop('SIGTERM')).toBe(0);
+    expect(await b.stop('SIGTERM')).toBe(0);
+  }, 120_000);
+
+  describe('with a Postgres of its own', () => {
+    let pg: ThrowawayPostgres;
+    let pgDb: SqlDatabase;
+    beforeAll(async () => {
+      pg = await startThrowawayPostgres();
+      pgDb = createPostgresDatabase(pg.url, testLogger);
+      await migrate(pgDb, testLogger);
+    });
+    afterAll(async () => {
+      await pgDb.close();
+      await pg.cleanup();
+    });
+
+    it('Postgres stopped during traffic and restarted: the jobs wait and retry, N rows', async () => {
+      queueName = `test-${randomUUID()}`;
+      const { sink } = await startSink();
+      const workerDb = createPostgresDatabase(pg.url, testLogger);
+      cleanups.push(() => workerDb.close());
+      const { register } = startConsumer(workerDb);
+      const traffic = publishSteadily((e) => sink.publish(e), 3000, 1000);
+      await sleep(800);
+      await pg.stop();
+      await sleep(2500);
+      await pg.start();
+      await traffic;
+      await waitFor(() => countRows(pgDb), (c) => c.rows >= 3000, 60_000, '3000 rows');
+      expect(await countRows(pgDb)).toEqual({ rows: 3000, distinct: 3000 });
+      expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBeGreaterThan(0);
+    }, 90_000);
+  });
+});

@@ -1,0 +1,32 @@
+import { randomUUID } from 'node:crypto';
+import type { DispatchEvent } from '../../src/events/dispatch-event.js';
+
+/** A valid dispatch event; `overrides` replace fields. */
+export function makeDispatchEvent(overrides: Partial<DispatchEvent> = {}): DispatchEvent {
+  return {
+    id: randomUUID(),
+    created_at: new Date().toISOString(),
+    request_id: `req-${randomUUID()}`,
+    requested_model: 'auto:chat',
+    virtual_model: 'auto:chat',
+    chosen_provider_id: 'gpu-a',
+    chosen_model: 'qwen2.5-7b-instruct',
+    candidates_tried: ['gpu-a/qwen2.5-7b-instruct'],
+    attempts: [{ candidate: 'gpu-a/qwen2.5-7b-instruct', outcome: 'ok', http_status: 200, ms: 12 }],
+    status: 'dispatched',
+    source: 'booChat',
+    error: null,
+    duration_ms: 42,
+    ttfb_ms: 12,
+    stream: false,
+    prompt_tokens: 10,
+    completion_tokens: 20,
+    replica: 'test',
+    ...overrides,
+  };
+}
+
+/** `count` valid events with distinct ids. */
+export function makeDispatchEvents(count: number, overrides: Partial<DispatchEvent> = {}): DispatchEvent[] {
+  return Array.from({ length: count }, () => makeDispatchEvent(overrides));
+}

@@ -1,0 +1,117 @@
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { ConfigError, loadConfigFile, loadEnv } from '../src/config/load.js';
+import { createDispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
+import { migrate } from '../src/dispatch-log/migrate.js';
+import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../src/dispatch-log/sql-database.js';
+import { createDispatchLogMetrics, createMetricsRegistry } from '../src/metrics/registry.js';
+import { createLogger, type Logger } from '../src/shared/logger.js';
+import { DispatchLogConsumer } from './dispatch-log-consumer.js';
+import { startMetricsServer } from './metrics-server.js';
+
+const shippedExampleConfig = fileURLToPath(new URL('../../config/gateway.example.yaml', import.meta.url));
+
+/** Same resolution as the gateway: `BOO_CONFIG`, else ./gateway.yaml, else the shipped example. */
+function configPath(explicit: string | undefined): string {
+  if (explicit) return explicit;
+  if (existsSync('gateway.yaml')) return 'gateway.yaml';
+  // Under tsx this module sits one folder higher than in dist/.
+  return existsSync(shippedExampleConfig) ? shippedExampleConfig : fileURLToPath(new URL('../config/gateway.example.yaml', import.meta.url));
+}
+
+/** Postgres may start after the worker (compose): keep trying, the queue holds the events meanwhile. */
+async function migrateWithRetry(db: SqlDatabase, logger: Logger): Promise<void> {
+  for (let delayMs = 500; ; delayMs = Math.min(delayMs * 2, 10_000)) {
+    try {
+      await migrate(db, logger);
+      return;
+    } catch (err: unknown) {
+      logger.warn({ err: err instanceof Error ? err.message : String(err), retryInMs: delayMs }, 'worker: migration failed; retrying');
+      await sleep(delayMs);
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const env = loadEnv(process.env);
+  const logger = createLogger(env.LOG_LEVEL).child({ process: 'worker' });
+  if (!env.REDIS_URL) throw new ConfigError('environment', ['REDIS_URL: the worker consumes the BullMQ queue and needs Redis']);
+  const config = loadConfigFile(configPath(env.BOO_CONFIG), process.env);
+  const replica = env.BOO_REPLICA_ID ?? `${hostname()}-${process.pid}`;
+
+  let shutdown: ((signal: string) => void) | undefined;
+  // Before the consumer runs there is nothing in hand to finish.
+  process.once('SIGTERM', () => (shutdown ? shutdown('SIGTERM') : process.exit(0)));
+  process.once('SIGINT', () => (shutdown ? shutdown('SIGINT') : process.exit(0)));
+
+  let db: SqlDatabase;
+  if (env.DATABASE_URL) {
+    db = createPostgresDatabase(env.DATABASE_URL, logger, {
+      applicationName: 'boo-worker',
+      // Flush delay plus insert time must stay well under the job lock.
+      statementTimeoutMs: Math.min(10_000, Math.floor(env.BOO_WORKER_LOCK_MS / 3)),
+    });
+  } else {
+    logger.warn('DATABASE_URL is unset: writing to the embedded store under BOO_DATA_DIR (one worker only)');
+    db = await openPgliteDatabase(embeddedStoreDirectory(env.BOO_DATA_DIR));
+  }
+  await migrateWithRetry(db, logger);
+
+  const register = createMetricsRegistry(replica);
+  const metrics = createDispatchLogMetrics(register);
+  const consumer = new DispatchLogConsumer({
+    redisUrl: env.REDIS_URL,
+    queueName: env.BOO_QUEUE,
+    repository: createDispatchLogRepository(db),
+    metrics,
+    logger,
+    batchSize: config.events.batchSize,
+    batchMaxWaitMs: config.events.batchMaxWaitMs,
+    lockDurationMs: env.BOO_WORKER_LOCK_MS,
+  });
+  // Queue depth for /metrics, read on scrape through a connection that fails fast.
+  const countsConnection = new Redis(env.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 });
+  countsConnection.on('error', () => metrics.errors.labels('connection').inc());
+  const queue = new Queue(env.BOO_QUEUE, { connection: countsConnection });
+  queue.on('error', () => undefined);
+  const server = await startMetricsServer({
+    port: env.METRICS_PORT,
+    register,
+    logger,
+    beforeScrape: async () => {
+      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed');
+      for (const [state, count] of Object.entries(counts)) metrics.queueJobs.labels(state).set(count);
+    },
+  });
+  await consumer.waitUntilReady();
+  logger.info({ queue: env.BOO_QUEUE, metricsPort: server.port, store: db.kind, replica }, 'worker ready');
+
+  shutdown = (signal: string) => {
+    logger.info({ signal }, 'worker shutting down: finishing the batch in hand');
+    setTimeout(() => {
+      logger.error('worker shutdown took too long; exiting');
+      process.exit(1);
+    }, 30_000).unref();
+    (async () => {
+      await consumer.close();
+      await Promise.allSettled([server.close(), queue.close()]);
+      countsConnection.disconnect();
+      await db.close();
+    })().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'error during worker shutdown');
+        process.exit(1);
+      },
+    );
+  };
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`boo-worker: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
