@@ -1,0 +1,302 @@
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { Config, ProviderConfig } from '../config/load.js';
+import { AllCandidatesFailedError, ModelNotFoundError, NoHealthyCandidateError } from '../errors.js';
+import type { Attempt, DispatchEvent, DispatchStatus } from '../events/dispatch-event.js';
+import type { EventSink } from '../events/event-sink.js';
+import type { FleetState } from '../fleet/fleet-state.js';
+import { directModelLabel, type GatewayMetrics } from '../metrics/registry.js';
+import { resolveModel, type Resolution } from '../routing/resolve-model.js';
+import { selectTargets, type CandidateView } from '../routing/select-targets.js';
+import { BreakerRegistry } from '../breakers/breaker-registry.js';
+import type { Logger } from '../shared/logger.js';
+import { downstreamResponseHeaders, upstreamRequestHeaders } from './forward-headers.js';
+import {
+  AttemptFailedError,
+  ClientClosedError,
+  describeError,
+  sendAttempt,
+  type CommittableResponse,
+} from './upstream-attempt.js';
+import type { UpstreamPools } from './upstream-pools.js';
+import { UsageReader } from './usage-reader.js';
+
+/** A parsed dispatch request, as the route hands it over. */
+export interface DispatchRequest {
+  /** `/v1/chat/completions`, `/v1/completions` or `/v1/embeddings` */
+  readonly endpoint: string;
+  readonly model: string;
+  readonly stream: boolean;
+  /** The client's JSON body; only `model` is rewritten per candidate. */
+  readonly body: Record<string, unknown>;
+  readonly headers: IncomingHttpHeaders;
+  readonly requestId: string;
+  /** X-Boo-Source, cleaned of control characters for the record. */
+  readonly source: string | null;
+  /** performance.now() when the request arrived. */
+  readonly receivedAt: number;
+  readonly clientSignal: AbortSignal;
+  readonly logger: Logger;
+  /** Estimated prompt tokens plus max_tokens, for context fit; only asked when a context size is known. */
+  readonly requiredContext: () => number;
+}
+
+export interface DispatcherDeps {
+  readonly config: () => Config;
+  readonly fleet: FleetState;
+  readonly breakers: BreakerRegistry;
+  readonly pools: UpstreamPools;
+  readonly metrics: GatewayMetrics;
+  readonly sink: EventSink;
+  readonly replica: string;
+  readonly random?: () => number;
+}
+
+const streamErrorEvent = (message: string) =>
+  `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: 'stream_error' } })}\n\n`;
+
+/** The path of an upstream endpoint under a provider's base URL (which may carry a path prefix). */
+export function upstreamPath(provider: ProviderConfig, path: string): string {
+  const prefix = new URL(provider.baseUrl).pathname.replace(/\/+$/, '');
+  return prefix + path;
+}
+
+/**
+ * Resolves a request to candidates and walks them until one answers, relaying that answer to the
+ * client. Failover is possible until the first body byte reaches the client (SPEC §5); after it,
+ * a break ends the stream with an SSE error event. Every dispatch that resolved a known model
+ * produces exactly one event.
+ */
+export class DispatchWithFallback {
+  private readonly deps: DispatcherDeps;
+  private readonly sequences = new Map<string, number>();
+  private readonly random: () => number;
+
+  constructor(deps: DispatcherDeps) {
+    this.deps = deps;
+    this.random = deps.random ?? Math.random;
+  }
+
+  resolve(model: string): Resolution {
+    const { config, fleet } = this.deps;
+    const resolution = resolveModel(model, config(), (provider) => fleet.provider(provider).models);
+    if (!resolution) throw new ModelNotFoundError(model);
+    return resolution;
+  }
+
+  /** Candidates of a resolution in the order to try, with routing's view of each. */
+  plan(resolution: Resolution, requiredContext: () => number): { targets: readonly CandidateView[]; panic: boolean } {
+    const { fleet, breakers } = this.deps;
+    const views: CandidateView[] = resolution.candidates.map((candidate) => {
+      const status = fleet.candidate(candidate.id);
+      return {
+        ...candidate,
+        breaker: breakers.position(candidate.id),
+        healthy: fleet.isHealthy(candidate.provider),
+        coolingDown: fleet.isCoolingDown(candidate.id),
+        loaded: fleet.isLoaded(candidate.provider, candidate.model),
+        latencyMs: status.latencyEwmaMs,
+        contextSize: status.contextSize,
+      };
+    });
+    const key = resolution.virtualModel?.name ?? '';
+    const sequence = this.sequences.get(key) ?? 0;
+    this.sequences.set(key, sequence + 1);
+    return selectTargets(views, {
+      strategy: resolution.strategy,
+      preferLoaded: resolution.preferLoaded,
+      sequence,
+      random: this.random,
+      requiredContext: views.some((view) => view.contextSize !== undefined) ? requiredContext() : undefined,
+    });
+  }
+
+  /**
+   * Serves one request into `res`. Throws a GatewayError only before anything was written
+   * (model not found, no candidate, all failed); the error middleware answers it.
+   */
+  async handle(request: DispatchRequest, res: ServerResponse): Promise<void> {
+    const { metrics, breakers, fleet, pools } = this.deps;
+    const config = this.deps.config();
+    const resolution = this.resolve(request.model);
+    const label = resolution.virtualModel?.name ?? directModelLabel;
+    const { targets, panic } = this.plan(resolution, request.requiredContext);
+    const createdAt = new Date();
+    const attempts: Attempt[] = [];
+    const record = (status: DispatchStatus, fields: Partial<DispatchEvent> = {}) =>
+      this.publish(request, createdAt, resolution, label, attempts, status, fields);
+
+    if (targets.length === 0) {
+      record('no_candidates', { error: 'no healthy candidate' });
+      throw new NoHealthyCandidateError(request.model);
+    }
+    if (panic) request.logger.warn({ model: label }, 'every candidate is open or cooling down; trying them anyway');
+
+    const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId);
+    let lastProblem = 'no candidate could be tried';
+    metrics.overhead.labels('pre_upstream').observe((performance.now() - request.receivedAt) / 1000);
+
+    for (const target of targets) {
+      if (request.clientSignal.aborted) break;
+      const provider = config.providers[target.provider];
+      if (!provider) continue;
+      const headers = provider.apiKey ? { ...baseHeaders, authorization: `Bearer ${provider.apiKey}` } : baseHeaders;
+      const body = Buffer.from(JSON.stringify({ ...request.body, model: target.model }));
+      const sentAt = performance.now();
+      let answer: CommittableResponse;
+      try {
+        answer = await breakers.run(
+          target.id,
+          () =>
+            sendAttempt({
+              pool: pools.pool(provider.name),
+              path: upstreamPath(provider, request.endpoint),
+              method: 'POST',
+              headers,
+              body,
+              timeouts: provider.timeouts,
+              clientSignal: request.clientSignal,
+              now: Date.now,
+            }),
+          panic,
+        );
+      } catch (err: unknown) {
+        if (BreakerRegistry.isRejection(err)) continue; // refused by the breaker: nothing was sent
+        const failure = err instanceof AttemptFailedError ? err : new AttemptFailedError('connect_error', describeError(err), { cause: err });
+        attempts.push({ candidate: target.id, outcome: failure.outcome, http_status: failure.httpStatus, ms: Math.round(performance.now() - sentAt) });
+        metrics.attempts.labels(target.id, target.provider, failure.outcome).inc();
+        if (failure.outcome === 'client_closed') break;
+        if (failure.retryAfterUntil !== undefined) fleet.coolDown(target.id, failure.retryAfterUntil);
+        lastProblem = `${target.id}: ${failure.message}`;
+        fleet.candidate(target.id).lastError = failure.message;
+        request.logger.info({ candidate: target.id, outcome: failure.outcome, status: failure.httpStatus }, 'upstream attempt failed');
+        continue;
+      }
+      const outcome = answer.status >= 400 ? 'client_error' : 'ok';
+      attempts.push({ candidate: target.id, outcome, http_status: answer.status, ms: answer.ttfbMs });
+      metrics.attempts.labels(target.id, target.provider, outcome).inc();
+      metrics.ttfb.labels(target.id).observe(answer.ttfbMs / 1000);
+      fleet.recordLatency(target.id, answer.ttfbMs);
+      if (provider.type === 'llama-swap' && outcome === 'ok') fleet.markLoaded(provider.name, target.model);
+      const relayed = await this.relay(request, res, answer, target, attempts.length);
+      record(outcome === 'client_error' && relayed.status === 'dispatched' ? 'client_error' : relayed.status, {
+        chosen_provider_id: target.provider,
+        chosen_model: target.model,
+        ttfb_ms: answer.ttfbMs,
+        error: relayed.error,
+        prompt_tokens: relayed.usage.promptTokens,
+        completion_tokens: relayed.usage.completionTokens,
+      });
+      return;
+    }
+
+    if (request.clientSignal.aborted) {
+      record('client_closed', { error: 'client closed the connection before an answer' });
+      return;
+    }
+    record('failed', { error: lastProblem });
+    throw new AllCandidatesFailedError(request.model, lastProblem);
+  }
+
+  /** Writes the committed answer to the client with backpressure; never throws. */
+  private async relay(
+    request: DispatchRequest,
+    res: ServerResponse,
+    answer: CommittableResponse,
+    target: CandidateView,
+    attemptCount: number,
+  ): Promise<{ status: DispatchStatus; error: string | null; usage: ReturnType<UsageReader['read']> }> {
+    const upstreamIsStream = String(answer.headers['content-type'] ?? '').startsWith('text/event-stream');
+    const usage = new UsageReader(upstreamIsStream);
+    const headers = downstreamResponseHeaders(answer.headers);
+    headers['x-request-id'] = request.requestId;
+    headers['x-boo-candidate'] = target.id;
+    headers['x-boo-attempts'] = String(attemptCount);
+    let status: DispatchStatus = 'dispatched';
+    let error: string | null = null;
+    try {
+      res.writeHead(answer.status, headers);
+      if (upstreamIsStream) res.flushHeaders();
+      if (answer.firstChunk) {
+        usage.push(answer.firstChunk);
+        const writable = res.write(answer.firstChunk);
+        this.deps.metrics.overhead.labels('relay').observe((performance.now() - answer.firstByteAt) / 1000);
+        if (!writable) await this.drained(res, answer);
+      }
+      for (;;) {
+        const next = await answer.rest.next();
+        if (next.done) break;
+        answer.touch();
+        usage.push(next.value);
+        if (!res.write(next.value)) await this.drained(res, answer);
+      }
+      res.end();
+    } catch (err: unknown) {
+      const reason: unknown = answer.signal.reason;
+      if (request.clientSignal.aborted || reason instanceof ClientClosedError) {
+        status = 'client_closed';
+        error = 'client closed the connection during the answer';
+      } else {
+        status = 'stream_error';
+        error = reason instanceof Error ? reason.message : `upstream broke after the first byte: ${describeError(err)}`;
+        request.logger.warn({ candidate: target.id, err: error }, 'upstream failed after the commit');
+        if (upstreamIsStream && !res.destroyed) {
+          res.end(streamErrorEvent(error));
+        } else {
+          // A JSON answer cut short cannot be repaired: a broken connection tells the client so.
+          res.destroy();
+        }
+      }
+      answer.abort(new Error(error));
+    } finally {
+      answer.finish();
+    }
+    return { status, error, usage: usage.read() };
+  }
+
+  private async drained(res: ServerResponse, answer: CommittableResponse): Promise<void> {
+    // The idle timer does not run against a client that is slow to read.
+    await once(res, 'drain', { signal: answer.signal });
+    answer.touch();
+  }
+
+  private publish(
+    request: DispatchRequest,
+    createdAt: Date,
+    resolution: Resolution,
+    label: string,
+    attempts: readonly Attempt[],
+    status: DispatchStatus,
+    fields: Partial<DispatchEvent>,
+  ): void {
+    const { metrics, sink } = this.deps;
+    const durationMs = Math.round(performance.now() - request.receivedAt);
+    metrics.dispatches.labels(label, status).inc();
+    if (attempts.length > 1) metrics.failovers.labels(label).inc();
+    metrics.duration.labels(label, String(request.stream)).observe(durationMs / 1000);
+    const event: DispatchEvent = {
+      id: randomUUID(),
+      created_at: createdAt.toISOString(),
+      request_id: request.requestId,
+      requested_model: request.model,
+      virtual_model: resolution.virtualModel?.name ?? null,
+      chosen_provider_id: null,
+      chosen_model: null,
+      candidates_tried: attempts.map((attempt) => attempt.candidate),
+      attempts: [...attempts],
+      status,
+      source: request.source,
+      error: null,
+      duration_ms: durationMs,
+      ttfb_ms: null,
+      stream: request.stream,
+      prompt_tokens: null,
+      completion_tokens: null,
+      replica: this.deps.replica,
+      ...fields,
+    };
+    metrics.eventsPublished.inc();
+    sink.publish(event);
+  }
+}

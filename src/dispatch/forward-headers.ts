@@ -1,0 +1,60 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+const hopByHop = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Headers the gateway sets itself towards the upstream, whatever the client sent. */
+const replacedUpstream = new Set(['host', 'content-length', 'authorization', 'expect', 'accept-encoding', 'x-request-id']);
+
+/** Headers the gateway sets itself towards the client. */
+const replacedDownstream = new Set(['x-request-id', 'x-boo-candidate', 'x-boo-attempts']);
+
+function listedInConnection(headers: IncomingHttpHeaders): Set<string> {
+  const connection = headers.connection;
+  const listed = new Set<string>();
+  if (typeof connection === 'string') {
+    for (const token of connection.split(',')) {
+      const name = token.trim().toLowerCase();
+      if (name) listed.add(name);
+    }
+  }
+  return listed;
+}
+
+function copyEndToEnd(headers: IncomingHttpHeaders, replaced: ReadonlySet<string>): OutgoingHttpHeaders {
+  const listed = listedInConnection(headers);
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || hopByHop.has(name) || listed.has(name) || replaced.has(name) || name.startsWith('proxy-')) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/**
+ * The client's headers as the upstream gets them: hop-by-hop headers (and those `Connection`
+ * lists) dropped, the client's `Authorization` never forwarded, `X-Boo-Source` kept unchanged.
+ * The provider key and request id are added per attempt.
+ */
+export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, requestId: string): OutgoingHttpHeaders {
+  const headers = copyEndToEnd(clientHeaders, replacedUpstream);
+  headers['x-request-id'] = requestId;
+  // Identity so the relayed bytes can be read for usage and stay what the client negotiated.
+  headers['accept-encoding'] = 'identity';
+  headers['content-type'] = 'application/json';
+  return headers;
+}
+
+/** The upstream answer's headers as the client gets them, hop-by-hop headers dropped. */
+export function downstreamResponseHeaders(upstreamHeaders: IncomingHttpHeaders): OutgoingHttpHeaders {
+  return copyEndToEnd(upstreamHeaders, replacedDownstream);
+}

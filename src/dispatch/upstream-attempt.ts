@@ -1,0 +1,207 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Dispatcher } from 'undici';
+import type { Timeouts } from '../config/schema.js';
+import type { AttemptOutcome } from '../events/dispatch-event.js';
+import type { BreakerVerdict } from '../breakers/breaker-registry.js';
+
+/** Statuses that say "another candidate may do better" (SPEC §5); every other 4xx is the client's. */
+export function isFailoverStatus(status: number): boolean {
+  return status >= 500 || status === 408 || status === 409 || status === 429 || status === 404;
+}
+
+/** An attempt that failed before its first body byte: the dispatcher fails over. */
+export class AttemptFailedError extends Error implements BreakerVerdict {
+  readonly outcome: AttemptOutcome;
+  readonly httpStatus: number | null;
+  readonly countsAsBreakerFailure: boolean;
+  /** Epoch ms from an upstream Retry-After, when present. */
+  readonly retryAfterUntil: number | undefined;
+
+  constructor(outcome: AttemptOutcome, message: string, options: { httpStatus?: number; retryAfterUntil?: number; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AttemptFailedError';
+    this.outcome = outcome;
+    this.httpStatus = options.httpStatus ?? null;
+    this.retryAfterUntil = options.retryAfterUntil;
+    // A 429 is the upstream protecting itself, and a client that left says nothing of the upstream.
+    this.countsAsBreakerFailure = outcome !== 'client_closed' && this.httpStatus !== 429;
+  }
+}
+
+/** An upstream answer that reached its first body byte (or ended cleanly without one). */
+export interface CommittableResponse {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  /** The first body chunk; null for an empty body. */
+  readonly firstChunk: Buffer | null;
+  /** The rest of the body; read it with backpressure. */
+  readonly rest: AsyncIterator<Buffer>;
+  /** ms from sending to the first byte. */
+  readonly ttfbMs: number;
+  /** performance.now() when the first byte arrived. */
+  readonly firstByteAt: number;
+  /** Aborted when the upstream request is; its reason says why (idle, total, client closed). */
+  readonly signal: AbortSignal;
+  /** Aborts the upstream request; safe to call at any time. */
+  abort(reason: Error): void;
+  /** Arms the idle timer again; call on every chunk. */
+  touch(): void;
+  /** Clears the timers; call when the relay ends. */
+  finish(): void;
+}
+
+export interface AttemptRequest {
+  readonly pool: Dispatcher;
+  readonly path: string;
+  readonly method: 'GET' | 'POST';
+  readonly headers: OutgoingHttpHeaders;
+  readonly body: Buffer | undefined;
+  readonly timeouts: Timeouts;
+  /** Fires when the client went away. */
+  readonly clientSignal: AbortSignal;
+  readonly now: () => number;
+}
+
+export class IdleTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`upstream sent nothing for ${ms} ms`);
+    this.name = 'IdleTimeoutError';
+  }
+}
+
+export class TotalTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`upstream request exceeded ${ms} ms`);
+    this.name = 'TotalTimeoutError';
+  }
+}
+
+class FirstByteTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`no first byte within ${ms} ms`);
+    this.name = 'FirstByteTimeoutError';
+  }
+}
+
+export class ClientClosedError extends Error {
+  constructor() {
+    super('client closed the connection');
+    this.name = 'ClientClosedError';
+  }
+}
+
+function parseRetryAfter(value: string | string[] | undefined, now: number): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return now + Math.min(seconds, 3600) * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.min(date, now + 3_600_000);
+}
+
+/** A one-line description of an error, with its code when it has one. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return code ? `${code}: ${error.message}` : error.message;
+  }
+  return String(error);
+}
+
+function classifyTransportError(error: unknown, controller: AbortController): AttemptFailedError {
+  const reason: unknown = controller.signal.reason;
+  if (controller.signal.aborted && reason instanceof ClientClosedError) return new AttemptFailedError('client_closed', reason.message);
+  if (controller.signal.aborted && (reason instanceof FirstByteTimeoutError || reason instanceof TotalTimeoutError)) {
+    return new AttemptFailedError('timeout', reason.message);
+  }
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return new AttemptFailedError('timeout', describeError(error), { cause: error });
+  }
+  return new AttemptFailedError('connect_error', describeError(error), { cause: error });
+}
+
+/**
+ * Sends one upstream request and waits for its first body byte: the last moment at which the
+ * dispatcher can still fail over. Resolves with the answer ready to relay (a 2xx/3xx, or a 4xx
+ * that belongs to the client). Rejects with {@link AttemptFailedError} for every failover trigger
+ * of SPEC §5, after releasing the connection.
+ */
+export async function sendAttempt(request: AttemptRequest): Promise<CommittableResponse> {
+  const { timeouts, now } = request;
+  const controller = new AbortController();
+  const startedAt = now();
+  const onClientClose = () => controller.abort(new ClientClosedError());
+  if (request.clientSignal.aborted) throw new AttemptFailedError('client_closed', 'client closed the connection');
+  request.clientSignal.addEventListener('abort', onClientClose, { once: true });
+
+  const totalTimer = setTimeout(() => controller.abort(new TotalTimeoutError(timeouts.totalMs)), timeouts.totalMs);
+  let phaseTimer = setTimeout(() => controller.abort(new FirstByteTimeoutError(timeouts.firstByteMs)), timeouts.firstByteMs);
+  const release = () => {
+    clearTimeout(totalTimer);
+    clearTimeout(phaseTimer);
+    request.clientSignal.removeEventListener('abort', onClientClose);
+  };
+
+  let response: Dispatcher.ResponseData;
+  try {
+    response = await request.pool.request({
+      path: request.path,
+      method: request.method,
+      headers: request.headers as Record<string, string>,
+      body: request.body ?? null,
+      signal: controller.signal,
+      // Our own timers own the first byte and idle budgets: undici's would race them.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
+  } catch (err: unknown) {
+    release();
+    throw classifyTransportError(err, controller);
+  }
+
+  const { statusCode: status, headers, body } = response;
+  if (isFailoverStatus(status)) {
+    release();
+    body.dump().catch(() => {
+      /* the connection is released either way; nothing to report for a discarded error body */
+    });
+    const retryAfterUntil = status === 429 ? parseRetryAfter(headers['retry-after'], now()) : undefined;
+    throw new AttemptFailedError(status >= 500 ? 'http_5xx' : 'http_retryable', `upstream answered ${status}`, {
+      httpStatus: status,
+      ...(retryAfterUntil === undefined ? {} : { retryAfterUntil }),
+    });
+  }
+
+  const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  let first: IteratorResult<Buffer>;
+  try {
+    first = await iterator.next();
+  } catch (err: unknown) {
+    release();
+    const failure = classifyTransportError(err, controller);
+    if (failure.outcome === 'connect_error') {
+      throw new AttemptFailedError('broken_before_first_byte', `upstream body broke before the first byte: ${describeError(err)}`, {
+        httpStatus: status,
+        cause: err,
+      });
+    }
+    throw failure;
+  }
+
+  const firstByteAt = performance.now();
+  const ttfbMs = now() - startedAt;
+  clearTimeout(phaseTimer);
+  phaseTimer = setTimeout(() => controller.abort(new IdleTimeoutError(timeouts.idleMs)), timeouts.idleMs);
+  return {
+    status,
+    headers,
+    firstChunk: first.done ? null : first.value,
+    rest: iterator,
+    ttfbMs,
+    firstByteAt,
+    signal: controller.signal,
+    abort: (reason) => controller.abort(reason),
+    touch: () => phaseTimer.refresh(),
+    finish: release,
+  };
+}

@@ -1,0 +1,81 @@
+export type OpenAIErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'not_found_error'
+  | 'rate_limit_error'
+  | 'api_error'
+  | 'service_unavailable_error';
+
+/**
+ * Base of every error the gateway answers with. `code` is stable and is also the OpenAI error
+ * `code` the client sees; `status` the HTTP status.
+ */
+export class GatewayError extends Error {
+  readonly code: string;
+  readonly status: number;
+  readonly openaiType: OpenAIErrorType;
+  readonly param: string | null;
+
+  constructor(
+    message: string,
+    options: { code: string; status: number; openaiType: OpenAIErrorType; param?: string | null; cause?: unknown },
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = options.code;
+    this.status = options.status;
+    this.openaiType = options.openaiType;
+    this.param = options.param ?? null;
+  }
+}
+
+export class InvalidRequestError extends GatewayError {
+  constructor(message: string, param: string | null = null, code = 'invalid_request') {
+    super(message, { code, status: 400, openaiType: 'invalid_request_error', param });
+  }
+}
+
+export class BodyTooLargeError extends GatewayError {
+  constructor(limit: number) {
+    super(`request body is larger than ${limit} bytes`, { code: 'body_too_large', status: 413, openaiType: 'invalid_request_error' });
+  }
+}
+
+export class AuthenticationError extends GatewayError {
+  constructor(message = 'missing or invalid API key') {
+    super(message, { code: 'invalid_api_key', status: 401, openaiType: 'authentication_error' });
+  }
+}
+
+export class ModelNotFoundError extends GatewayError {
+  constructor(model: string) {
+    super(`the model "${model}" does not exist`, { code: 'model_not_found', status: 404, openaiType: 'invalid_request_error', param: 'model' });
+  }
+}
+
+export class RouteNotFoundError extends GatewayError {
+  constructor(method: string, path: string) {
+    super(`no route for ${method} ${path}`, { code: 'not_found', status: 404, openaiType: 'invalid_request_error' });
+  }
+}
+
+export class NoHealthyCandidateError extends GatewayError {
+  constructor(model: string) {
+    super(`no healthy candidate for "${model}"`, { code: 'no_healthy_candidate', status: 503, openaiType: 'service_unavailable_error' });
+  }
+}
+
+export class AllCandidatesFailedError extends GatewayError {
+  constructor(model: string, lastProblem: string) {
+    super(`every candidate for "${model}" failed; last: ${lastProblem}`, {
+      code: 'all_candidates_failed',
+      status: 502,
+      openaiType: 'api_error',
+    });
+  }
+}
+
+/** The OpenAI error body: the one shape every error of the gateway takes. */
+export function toOpenAIError(error: GatewayError): { error: { message: string; type: string; param: string | null; code: string } } {
+  return { error: { message: error.message, type: error.openaiType, param: error.param, code: error.code } };
+}

@@ -1,0 +1,91 @@
+/** What health checks and dispatches have learned about one provider. */
+export interface ProviderStatus {
+  /** undefined until the first check answers. */
+  healthy: boolean | undefined;
+  /** Models the provider lists in /v1/models. */
+  models: ReadonlySet<string>;
+  /** llama-swap: models loaded or starting, from /running; undefined for other providers or before the first check. */
+  loaded: ReadonlySet<string> | undefined;
+  lastCheckAt: number | undefined;
+  lastError: string | undefined;
+}
+
+/** What dispatches have learned about one candidate (`provider/model`). */
+export interface CandidateStatus {
+  latencyEwmaMs: number | undefined;
+  contextSize: number | undefined;
+  /** Epoch ms until which a 429 Retry-After keeps the candidate out of rotation. */
+  coolingDownUntil: number;
+  lastError: string | undefined;
+  /** Last llama.cpp `props` answer, served when no candidate has its model loaded. */
+  props: { body: Buffer; contentType: string; at: number } | undefined;
+}
+
+const latencySmoothing = 0.3;
+
+/**
+ * The gateway's knowledge of its fleet: health, served and loaded models, latency, cooldowns.
+ * Plain in-memory state, written by the health checker and the dispatcher, read by routing.
+ */
+export class FleetState {
+  private readonly providers = new Map<string, ProviderStatus>();
+  private readonly candidates = new Map<string, CandidateStatus>();
+  private readonly now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.now = now;
+  }
+
+  provider(name: string): ProviderStatus {
+    let status = this.providers.get(name);
+    if (!status) {
+      status = { healthy: undefined, models: new Set(), loaded: undefined, lastCheckAt: undefined, lastError: undefined };
+      this.providers.set(name, status);
+    }
+    return status;
+  }
+
+  candidate(id: string): CandidateStatus {
+    let status = this.candidates.get(id);
+    if (!status) {
+      status = { latencyEwmaMs: undefined, contextSize: undefined, coolingDownUntil: 0, lastError: undefined, props: undefined };
+      this.candidates.set(id, status);
+    }
+    return status;
+  }
+
+  isHealthy(provider: string): boolean {
+    return this.providers.get(provider)?.healthy !== false;
+  }
+
+  isLoaded(provider: string, model: string): boolean | undefined {
+    return this.providers.get(provider)?.loaded?.has(model);
+  }
+
+  isCoolingDown(candidateId: string): boolean {
+    return (this.candidates.get(candidateId)?.coolingDownUntil ?? 0) > this.now();
+  }
+
+  coolDown(candidateId: string, untilMs: number): void {
+    const status = this.candidate(candidateId);
+    status.coolingDownUntil = Math.max(status.coolingDownUntil, untilMs);
+  }
+
+  recordLatency(candidateId: string, ms: number): void {
+    const status = this.candidate(candidateId);
+    status.latencyEwmaMs = status.latencyEwmaMs === undefined ? ms : status.latencyEwmaMs + latencySmoothing * (ms - status.latencyEwmaMs);
+  }
+
+  /** Providers whose /v1/models lists the model, in the order given. */
+  providersServing(model: string, providerNames: Iterable<string>): string[] {
+    const serving: string[] = [];
+    for (const name of providerNames) if (this.providers.get(name)?.models.has(model)) serving.push(name);
+    return serving;
+  }
+
+  /** A model reported loaded means the provider swapped to it: the others are no longer loaded. */
+  markLoaded(provider: string, model: string): void {
+    const status = this.provider(provider);
+    if (status.loaded !== undefined) status.loaded = new Set([model]);
+  }
+}

@@ -1,0 +1,151 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Registry } from 'prom-client';
+import { BreakerRegistry } from './breakers/breaker-registry.js';
+import type { Config } from './config/load.js';
+import { DispatchWithFallback } from './dispatch/dispatch-with-fallback.js';
+import { UpstreamPassthrough } from './dispatch/upstream-passthrough.js';
+import { UpstreamPools } from './dispatch/upstream-pools.js';
+import type { EventSink } from './events/event-sink.js';
+import { FleetState } from './fleet/fleet-state.js';
+import { HealthChecker } from './fleet/health-checker.js';
+import { createApp } from './http/app.js';
+import { breakerStateValue, createGatewayMetrics, createMetricsRegistry, type GatewayMetrics } from './metrics/registry.js';
+import type { Logger } from './shared/logger.js';
+
+export interface GatewayOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly replica: string;
+  readonly port: number;
+  readonly host: string;
+  /** Builds the event sink once metrics exist (the sink counts into them). */
+  readonly createSink: (metrics: GatewayMetrics, register: Registry) => Promise<EventSink> | EventSink;
+  /** How long in-flight requests may run on after SIGTERM before their sockets are cut. */
+  readonly drainTimeoutMs?: number;
+  /** Start the periodic health checks (tests of routing switch them off to script the fleet). */
+  readonly healthChecks?: boolean;
+}
+
+export interface Gateway {
+  readonly url: string;
+  readonly server: Server;
+  readonly fleet: FleetState;
+  readonly breakers: BreakerRegistry;
+  readonly healthChecker: HealthChecker;
+  readonly register: Registry;
+  config(): Config;
+  /** Applies a new, already validated config without dropping requests in flight. */
+  reload(config: Config): void;
+  /** Stops accepting, lets in-flight requests finish (bounded), flushes events. Idempotent. */
+  close(): Promise<void>;
+}
+
+const clientErrorStatus: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'request headers are too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request was not received in time'],
+  ERR_HTTP_HEADERS_TIMEOUT: [408, 'request headers were not received in time'],
+};
+
+/** Answers what Node's HTTP parser refused (bad framing, huge or slow headers) in the OpenAI shape. */
+function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (!socket.writable || (error.code === 'ECONNRESET' && socket.destroyed)) {
+    socket.destroy();
+    return;
+  }
+  const [status, message] = clientErrorStatus[error.code ?? ''] ?? [400, 'malformed HTTP request'];
+  const body = JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code: error.code ?? 'bad_request' } });
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** Builds every part of the gateway process from a config and starts listening. */
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const { logger, replica } = options;
+  let config = options.config;
+  const getConfig = () => config;
+  const register = createMetricsRegistry(replica);
+  const metrics = createGatewayMetrics(register, config);
+  const sink = await options.createSink(metrics, register);
+  const fleet = new FleetState();
+  const pools = new UpstreamPools(config.providers);
+  const breakers = new BreakerRegistry(config.breaker);
+  breakers.on('transition', ({ candidate, to }) => {
+    metrics.breakerState.labels(candidate).set(breakerStateValue[to]);
+    metrics.breakerTransitions.labels(candidate, to, 'local').inc();
+    logger.warn({ candidate, state: to }, 'circuit breaker changed state');
+  });
+  const dispatcher = new DispatchWithFallback({ config: getConfig, fleet, breakers, pools, metrics, sink, replica });
+  const passthrough = new UpstreamPassthrough({ config: getConfig, fleet, pools, dispatcher, logger });
+  const healthChecker = new HealthChecker({ config: getConfig, pools, fleet, metrics, logger });
+
+  const app = createApp({
+    config: getConfig,
+    fleet,
+    breakers,
+    dispatcher,
+    passthrough,
+    register,
+    metrics,
+    logger,
+    health: () => sink.health(),
+    breakerOrigin: (candidate) => (breakers.position(candidate) === 'closed' ? undefined : 'local'),
+  });
+  const server = createServer(
+    {
+      headersTimeout: config.limits.headersTimeoutMs,
+      requestTimeout: config.limits.requestTimeoutMs,
+      keepAliveTimeout: 65_000,
+    },
+    app,
+  );
+  server.on('clientError', answerClientError);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  if (options.healthChecks !== false) healthChecker.start();
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${options.host === '0.0.0.0' || options.host === '::' ? '127.0.0.1' : options.host}:${port}`;
+  if (config.apiKeyDigests.length === 0) logger.warn('auth.apiKeys is empty: every client is accepted');
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timeout = options.drainTimeoutMs ?? 30_000;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, timeout)))]);
+      clearTimeout(timer);
+      server.closeAllConnections();
+      await healthChecker.stop();
+      await sink.close();
+      await pools.close();
+      breakers.shutdown();
+    })();
+    return closing;
+  };
+
+  return {
+    url,
+    server,
+    fleet,
+    breakers,
+    healthChecker,
+    register,
+    config: getConfig,
+    reload(next: Config) {
+      pools.reconfigure(next.providers);
+      breakers.reconfigure(next.breaker);
+      config = next;
+      logger.info({ path: next.path }, 'config reloaded');
+    },
+    close,
+  };
+}

@@ -1,0 +1,70 @@
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Registry } from 'prom-client';
+import type { Config } from '../config/load.js';
+import type { BreakerRegistry } from '../breakers/breaker-registry.js';
+import type { DispatchWithFallback } from '../dispatch/dispatch-with-fallback.js';
+import type { UpstreamPassthrough } from '../dispatch/upstream-passthrough.js';
+import { downstreamResponseHeaders } from '../dispatch/forward-headers.js';
+import { RouteNotFoundError } from '../errors.js';
+import type { ComponentHealth } from '../events/event-sink.js';
+import type { FleetState } from '../fleet/fleet-state.js';
+import type { GatewayMetrics } from '../metrics/registry.js';
+import type { Logger } from '../shared/logger.js';
+import { errorMiddleware } from './error-middleware.js';
+import { requireApiKey } from './middleware/auth.js';
+import { contextOf, requestContext } from './middleware/request-context.js';
+import { dispatchRoute } from './routes/dispatch.js';
+import { modelsRoute } from './routes/models.js';
+import { adminCandidatesRoute, healthzRoute, metricsRoute, readyzRoute, type BreakerOrigin } from './routes/operations.js';
+
+export interface AppDeps {
+  readonly config: () => Config;
+  readonly fleet: FleetState;
+  readonly breakers: BreakerRegistry;
+  readonly dispatcher: DispatchWithFallback;
+  readonly passthrough: UpstreamPassthrough;
+  readonly register: Registry;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  readonly health: () => { redis: ComponentHealth; database: ComponentHealth };
+  readonly breakerOrigin: BreakerOrigin;
+}
+
+/** The gateway's Express app. It never listens and never reads the environment. */
+export function createApp(deps: AppDeps): express.Express {
+  const { config, fleet, breakers, dispatcher, passthrough, register, metrics, logger } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', false);
+
+  app.use(requestContext(logger, metrics));
+  app.get('/healthz', healthzRoute());
+  app.get('/readyz', readyzRoute(deps.health));
+  app.get('/metrics', metricsRoute(register));
+
+  const auth = requireApiKey(() => config().apiKeyDigests);
+  const rawBody = express.raw({ type: () => true, limit: config().limits.maxBodyBytes });
+  app.post('/v1/chat/completions', auth, rawBody, dispatchRoute(dispatcher, '/v1/chat/completions', 'chat_completions'));
+  app.post('/v1/completions', auth, rawBody, dispatchRoute(dispatcher, '/v1/completions', 'completions'));
+  app.post('/v1/embeddings', auth, rawBody, dispatchRoute(dispatcher, '/v1/embeddings', 'embeddings'));
+  app.get('/v1/models', auth, modelsRoute(config, fleet, Date.now()));
+  app.get('/admin/candidates', auth, adminCandidatesRoute(config, fleet, breakers, deps.breakerOrigin));
+  app.get('/upstream/:model/*rest', auth, async (req: Request, res: Response) => {
+    const context = contextOf(res);
+    context.route = 'upstream';
+    const { model, rest } = req.params as { model: string; rest: string[] };
+    const queryAt = req.url.indexOf('?');
+    const query = queryAt < 0 ? '' : new URLSearchParams(req.url.slice(queryAt + 1)).toString();
+    const answer = await passthrough.fetch(model, rest, query, context.clientSignal);
+    const headers = downstreamResponseHeaders(answer.headers);
+    delete headers['content-length'];
+    headers['x-boo-candidate'] = answer.candidate;
+    headers['x-boo-cache'] = answer.cached ? 'hit' : 'miss';
+    res.writeHead(answer.status, headers).end(answer.body);
+  });
+
+  app.use((req: Request, _res: Response, next: NextFunction) => next(new RouteNotFoundError(req.method, req.path)));
+  app.use(errorMiddleware(logger, () => config().limits.maxBodyBytes));
+  return app;
+}

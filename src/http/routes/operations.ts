@@ -1,0 +1,79 @@
+import type { Request, Response } from 'express';
+import type { Registry } from 'prom-client';
+import type { Config } from '../../config/load.js';
+import type { ComponentHealth } from '../../events/event-sink.js';
+import type { FleetState } from '../../fleet/fleet-state.js';
+import type { BreakerRegistry } from '../../breakers/breaker-registry.js';
+import { contextOf } from '../middleware/request-context.js';
+
+/** GET /healthz: the process is alive. */
+export function healthzRoute() {
+  return (_req: Request, res: Response): void => {
+    contextOf(res).route = 'healthz';
+    res.json({ status: 'ok' });
+  };
+}
+
+/** GET /readyz: config is loaded; reports the backing services without failing on them. */
+export function readyzRoute(health: () => { redis: ComponentHealth; database: ComponentHealth }) {
+  return (_req: Request, res: Response): void => {
+    contextOf(res).route = 'readyz';
+    res.json({ status: 'ready', ...health() });
+  };
+}
+
+/** GET /metrics: Prometheus text format. */
+export function metricsRoute(register: Registry) {
+  return async (_req: Request, res: Response): Promise<void> => {
+    contextOf(res).route = 'metrics';
+    const body = await register.metrics();
+    res.setHeader('content-type', register.contentType);
+    res.end(body);
+  };
+}
+
+/** Where a breaker's state came from, for operators reading /admin/candidates. */
+export type BreakerOrigin = (candidate: string) => 'local' | 'remote' | undefined;
+
+/** GET /admin/candidates: every candidate with breaker, health, loaded, latency and context. */
+export function adminCandidatesRoute(config: () => Config, fleet: FleetState, breakers: BreakerRegistry, breakerOrigin: BreakerOrigin) {
+  return (_req: Request, res: Response): void => {
+    contextOf(res).route = 'admin';
+    const current = config();
+    const ids = new Map<string, { provider: string; model: string; virtualModels: string[] }>();
+    for (const virtualModel of Object.values(current.virtualModels)) {
+      for (const candidate of virtualModel.candidates) {
+        const entry = ids.get(candidate.id) ?? { provider: candidate.provider, model: candidate.model, virtualModels: [] };
+        entry.virtualModels.push(virtualModel.name);
+        ids.set(candidate.id, entry);
+      }
+    }
+    for (const provider of Object.values(current.providers)) {
+      for (const model of fleet.provider(provider.name).models) {
+        const id = `${provider.name}/${model}`;
+        if (!ids.has(id)) ids.set(id, { provider: provider.name, model, virtualModels: [] });
+      }
+    }
+    const now = Date.now();
+    const candidates = [...ids].map(([id, entry]) => {
+      const provider = fleet.provider(entry.provider);
+      const status = fleet.candidate(id);
+      return {
+        id,
+        provider: entry.provider,
+        model: entry.model,
+        virtualModels: entry.virtualModels,
+        breaker: breakers.position(id),
+        breakerOrigin: breakerOrigin(id) ?? null,
+        healthy: provider.healthy ?? null,
+        loaded: fleet.isLoaded(entry.provider, entry.model) ?? null,
+        latencyEwmaMs: status.latencyEwmaMs === undefined ? null : Math.round(status.latencyEwmaMs),
+        contextSize: status.contextSize ?? null,
+        coolingDownForMs: Math.max(0, status.coolingDownUntil - now),
+        lastError: status.lastError ?? provider.lastError ?? null,
+        lastHealthCheckAt: provider.lastCheckAt === undefined ? null : new Date(provider.lastCheckAt).toISOString(),
+      };
+    });
+    res.json({ object: 'list', data: candidates });
+  };
+}

@@ -1,0 +1,70 @@
+import { existsSync, watch } from 'node:fs';
+import { hostname } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfigFile, loadEnv } from './config/load.js';
+import { createLogSink } from './events/log-sink.js';
+import { startGateway } from './gateway.js';
+import { createLogger } from './shared/logger.js';
+
+const shippedExampleConfig = fileURLToPath(new URL('../../config/gateway.example.yaml', import.meta.url));
+
+/** `BOO_CONFIG`, else ./gateway.yaml, else the example config shipped with the package. */
+function configPath(explicit: string | undefined): string {
+  if (explicit) return explicit;
+  return existsSync('gateway.yaml') ? 'gateway.yaml' : shippedExampleConfig;
+}
+
+async function main(): Promise<void> {
+  const env = loadEnv(process.env);
+  const logger = createLogger(env.LOG_LEVEL);
+  const path = configPath(env.BOO_CONFIG);
+  const config = loadConfigFile(path, process.env);
+  const replica = env.BOO_REPLICA_ID ?? `${hostname()}-${process.pid}`;
+  const gateway = await startGateway({
+    config,
+    logger,
+    replica,
+    port: env.PORT,
+    host: env.HOST,
+    createSink: () => createLogSink(logger),
+  });
+  logger.info({ url: gateway.url, config: path, replica }, 'boo-gateway listening');
+
+  const reload = (why: string) => {
+    try {
+      gateway.reload(loadConfigFile(path, process.env));
+    } catch (err: unknown) {
+      logger.error({ reason: err instanceof Error ? err.message : String(err), trigger: why }, 'config reload rejected; keeping the previous config');
+    }
+  };
+  process.on('SIGHUP', () => reload('SIGHUP'));
+  let debounce: NodeJS.Timeout | undefined;
+  // Editors replace files on save: watch the file and re-arm on rename.
+  watch(path, { persistent: false }, () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => reload('file change'), 200);
+  }).on('error', (err) => logger.warn({ err: err.message }, 'cannot watch the config file; SIGHUP still reloads'));
+
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, 'shutting down: draining in-flight requests');
+    setTimeout(() => {
+      logger.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, 45_000).unref();
+    gateway.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  const reason = err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err);
+  process.stderr.write(`boo-gateway: ${reason}\n`);
+  process.exit(1);
+});
