@@ -49,6 +49,12 @@ describe('docker-compose.yml', () => {
     for (const name of ['redis', 'postgres', 'worker', 'lb', 'fleet', 'traffic', 'prometheus', 'grafana']) expect(services).toHaveProperty(name);
   });
 
+  it('mounts only files that are committed (a git-ignored config would be missing from every clone)', async () => {
+    const sources = [...(await read('docker-compose.yml')).matchAll(/^\s*- \.\/([^:]+):/gm)].map((m) => m[1]!);
+    expect(sources.length).toBeGreaterThan(3);
+    await expect(run('git', ['ls-files', '--error-unmatch', ...sources], { cwd: root })).resolves.toBeDefined();
+  });
+
   it('has Prometheus scrape every gateway replica and the worker, and nginx balance over every replica', async () => {
     const gateways = Object.keys(services).filter((name) => /^gateway-\d+$/.test(name)).sort();
     const scrape = parseYaml(await read('prometheus/prometheus.yml')) as {
