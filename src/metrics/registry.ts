@@ -125,27 +125,37 @@ export function createGatewayMetrics(register: Registry, config: Config) {
       help: '1 when the gateway reaches Redis (always 0 in embedded mode)',
       registers,
     }),
+    // Joins breaker state (per candidate) to virtual models in PromQL, for "all candidates open" alerts.
+    virtualModelCandidates: new Gauge({
+      name: 'boo_virtual_model_candidate_info',
+      help: 'Always 1: the candidate is configured for the virtual model',
+      labelNames: ['virtual_model', 'candidate'] as const,
+      registers,
+    }),
   };
 
   const candidates = new Map<string, string>();
   for (const provider of Object.values(config.providers)) metrics.providerUp.labels(provider.name).set(1);
   for (const virtualModel of Object.values(config.virtualModels)) {
-    for (const candidate of virtualModel.candidates) candidates.set(candidate.id, candidate.provider);
+    for (const candidate of virtualModel.candidates) {
+      candidates.set(candidate.id, candidate.provider);
+      metrics.virtualModelCandidates.labels(virtualModel.name, candidate.id).set(1);
+    }
   }
   for (const virtualModel of [...Object.keys(config.virtualModels), directModelLabel]) {
     for (const status of dispatchStatuses) metrics.dispatches.labels(virtualModel, status).inc(0);
     metrics.failovers.labels(virtualModel).inc(0);
-    for (const stream of ['true', 'false']) metrics.duration.labels(virtualModel, stream);
+    for (const stream of ['true', 'false']) metrics.duration.zero({ virtual_model: virtualModel, stream });
   }
   for (const [candidate, provider] of candidates) {
     for (const outcome of attemptOutcomes) metrics.attempts.labels(candidate, provider, outcome).inc(0);
-    metrics.ttfb.labels(candidate);
+    metrics.ttfb.zero({ candidate });
     metrics.breakerState.labels(candidate).set(breakerStateValue.closed);
     for (const to of ['open', 'halfOpen', 'closed']) {
       for (const origin of ['local', 'remote']) metrics.breakerTransitions.labels(candidate, to, origin).inc(0);
     }
   }
-  for (const phase of ['pre_upstream', 'relay']) metrics.overhead.labels(phase);
+  for (const phase of ['pre_upstream', 'relay']) metrics.overhead.zero({ phase });
   for (const route of httpRoutes) metrics.httpRequests.labels(route, '200').inc(0);
   for (const reason of ['buffer_full', 'spool_full', 'spool_corrupt']) metrics.eventsDropped.labels(reason).inc(0);
   return metrics;

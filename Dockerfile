@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# One image for the gateway, the worker and the demo services (fleet, traffic); the command picks.
+
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY . .
+# migrations/ may not exist in every checkout; the runtime stage copies it unconditionally.
+RUN npm run build && mkdir -p migrations
+
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=4000 \
+    BOO_DATA_DIR=/app/data \
+    BOO_CONFIG=/app/config/gateway.example.yaml
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist ./dist
+COPY --from=build /app/migrations ./migrations
+COPY config ./config
+RUN mkdir -p /app/data && chown node:node /app/data
+USER node
+EXPOSE 4000 9465
+# `npm start` would rebuild (prestart); the image runs the compiled entry directly so SIGTERM
+# reaches node, not npm.
+CMD ["node", "dist/src/main.js"]

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { buildConfig } from '../config/load.js';
+import { createDispatchLogMetrics, createGatewayMetrics, createMetricsRegistry } from './registry.js';
+
+const config = buildConfig(
+  {
+    providers: { a: { baseUrl: 'http://127.0.0.1:1' }, b: { baseUrl: 'http://127.0.0.1:2' } },
+    virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m2'] }, 'auto:embed': { candidates: ['a/e'] } },
+  },
+  'test',
+  {},
+);
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: string;
+}
+
+/** Samples of the text exposition; label order is prom-client's business, so compare as maps. */
+async function samples(): Promise<Sample[]> {
+  const register = createMetricsRegistry('r1');
+  createGatewayMetrics(register, config);
+  createDispatchLogMetrics(register);
+  const out: Sample[] = [];
+  for (const line of (await register.metrics()).split('\n')) {
+    const match = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match) continue;
+    const labels = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((pair) => [pair[1], pair[2]]));
+    out.push({ name: match[1]!, labels, value: match[3]! });
+  }
+  return out;
+}
+
+function find(all: Sample[], name: string, labels: Record<string, string>): Sample[] {
+  return all.filter((sample) => sample.name === name && Object.entries(labels).every(([key, value]) => sample.labels[key] === value));
+}
+
+describe('createGatewayMetrics', () => {
+  it('exposes a zero series of every histogram for every configured label value before any traffic', async () => {
+    const all = await samples();
+    for (const candidate of ['a/m1', 'b/m2', 'a/e']) {
+      expect(find(all, 'boo_upstream_ttfb_seconds_count', { candidate, replica: 'r1' })).toMatchObject([{ value: '0' }]);
+    }
+    for (const virtualModel of ['auto:chat', 'auto:embed', 'direct']) {
+      for (const stream of ['true', 'false']) {
+        expect(find(all, 'boo_dispatch_duration_seconds_count', { virtual_model: virtualModel, stream })).toMatchObject([{ value: '0' }]);
+      }
+    }
+    for (const phase of ['pre_upstream', 'relay']) {
+      expect(find(all, 'boo_gateway_overhead_seconds_bucket', { phase, le: '+Inf' })).toMatchObject([{ value: '0' }]);
+    }
+    expect(find(all, 'boo_dispatch_log_batch_size_count', {})).toMatchObject([{ value: '0' }]);
+  });
+
+  it('maps every virtual model to its candidates for PromQL joins', async () => {
+    const info = find(await samples(), 'boo_virtual_model_candidate_info', {});
+    expect(info.map((sample) => `${sample.labels['virtual_model']} ${sample.labels['candidate']} ${sample.value}`).sort()).toEqual([
+      'auto:chat a/m1 1',
+      'auto:chat b/m2 1',
+      'auto:embed a/e 1',
+    ]);
+  });
+});
