@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfigFile, loadEnv } from './config/load.js';
-import { createLogSink } from './events/log-sink.js';
+import { createEventSink } from './events/create-event-sink.js';
 import { startGateway } from './gateway.js';
 import { createLogger } from './shared/logger.js';
 
@@ -27,7 +27,7 @@ async function main(): Promise<void> {
     replica,
     port: env.PORT,
     host: env.HOST,
-    createSink: () => createLogSink(logger),
+    createSink: (metrics, register) => createEventSink({ env, config, logger, metrics, register }),
   });
   logger.info({ url: gateway.url, config: path, replica }, 'boo-gateway listening');
 
