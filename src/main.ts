@@ -1,6 +1,7 @@
 import { existsSync, watch } from 'node:fs';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { RedisBreakerStateStore } from './breakers/redis-breaker-state-store.js';
 import { ConfigError, loadConfigFile, loadEnv } from './config/load.js';
 import { createLogSink } from './events/log-sink.js';
 import { startGateway } from './gateway.js';
@@ -27,6 +28,7 @@ async function main(): Promise<void> {
     port: env.PORT,
     host: env.HOST,
     createSink: () => createLogSink(logger),
+    ...(env.REDIS_URL ? { breakerStore: new RedisBreakerStateStore({ url: env.REDIS_URL, logger: logger.child({ component: 'breakers' }) }) } : {}),
   });
   logger.info({ url: gateway.url, config: path, replica }, 'boo-gateway listening');
 
