@@ -2,6 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { BreakerRegistry } from './breakers/breaker-registry.js';
+import type { BreakerStateStore } from './breakers/breaker-state-store.js';
+import { SharedBreakers } from './breakers/shared-breakers.js';
 import type { Config } from './config/load.js';
 import { DispatchWithFallback } from './dispatch/dispatch-with-fallback.js';
 import { UpstreamPassthrough } from './dispatch/upstream-passthrough.js';
@@ -27,6 +29,8 @@ export interface GatewayOptions {
   readonly healthChecks?: boolean;
   /** Uniform in [0, 1) for weighted choice and exploration; tests seed it. */
   readonly random?: () => number;
+  /** Shares breaker state with the other replicas (REDIS_URL); absent, breakers are local to the process. */
+  readonly breakerStore?: BreakerStateStore;
 }
 
 export interface Gateway {
@@ -74,11 +78,24 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const fleet = new FleetState();
   const pools = new UpstreamPools(config.providers);
   const breakers = new BreakerRegistry(config.breaker);
-  breakers.on('transition', ({ candidate, to }) => {
+  breakers.on('transition', ({ candidate, to, origin }) => {
     metrics.breakerState.labels(candidate).set(breakerStateValue[to]);
-    metrics.breakerTransitions.labels(candidate, to, 'local').inc();
-    logger.warn({ candidate, state: to }, 'circuit breaker changed state');
+    metrics.breakerTransitions.labels(candidate, to, origin).inc();
+    logger.warn({ candidate, state: to, origin }, 'circuit breaker changed state');
   });
+  const shared = options.breakerStore
+    ? new SharedBreakers({
+        breakers,
+        store: options.breakerStore,
+        fleet,
+        config: getConfig,
+        logger: logger.child({ component: 'breakers' }),
+        replica,
+        onAvailability: (up) => metrics.redisUp.set(up ? 1 : 0),
+      })
+    : undefined;
+  // Before listening: the first request already skips the breakers open elsewhere.
+  await shared?.start();
   const dispatcher = new DispatchWithFallback({
     config: getConfig,
     fleet,
@@ -101,8 +118,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     register,
     metrics,
     logger,
-    health: () => sink.health(),
-    breakerOrigin: (candidate) => (breakers.position(candidate) === 'closed' ? undefined : 'local'),
+    health: () => {
+      const health = sink.health();
+      if (!shared) return health;
+      return { ...health, redis: shared.available && health.redis !== 'degraded' ? 'ok' : 'degraded' };
+    },
+    breakerOrigin: (candidate) => breakers.origin(candidate),
   });
   const server = createServer(
     {
@@ -141,6 +162,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await healthChecker.stop();
       await sink.close();
       await pools.close();
+      await shared?.close();
       breakers.shutdown();
     })();
     return closing;

@@ -2,6 +2,7 @@ import { existsSync, watch } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RedisBreakerStateStore } from './breakers/redis-breaker-state-store.js';
 import { ConfigError, loadConfigFile, loadEnv } from './config/load.js';
 import { createEventSink } from './events/create-event-sink.js';
 import { startGateway } from './gateway.js';
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
     port: env.PORT,
     host: env.HOST,
     createSink: (metrics, register) => createEventSink({ env, config, logger, metrics, register }),
+    ...(env.REDIS_URL ? { breakerStore: new RedisBreakerStateStore({ url: env.REDIS_URL, logger: logger.child({ component: 'breakers' }) }) } : {}),
   });
   logger.info({ url: gateway.url, config: path, replica }, 'boo-gateway listening');
 

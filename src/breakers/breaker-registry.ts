@@ -13,19 +13,57 @@ function isExcusedError(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as Partial<BreakerVerdict>).countsAsBreakerFailure === false;
 }
 
-export type BreakerTransition = { candidate: string; to: BreakerPosition };
+/** Who changed a breaker: this process (its own traffic) or another replica (through the shared store). */
+export type BreakerOrigin = 'local' | 'remote';
+
+export type BreakerTransition = { candidate: string; to: BreakerPosition; origin: BreakerOrigin };
+
+export interface BreakerEvents {
+  /** Every change of {@link BreakerRegistry.position}, for metrics and logs. */
+  transition: [BreakerTransition];
+  /** The breaker opened because of this process's traffic (not because another replica said so). */
+  trip: [{ candidate: string }];
+  /** A probe (or a forced panic attempt) said whether the candidate works again. */
+  verdict: [{ candidate: string; healthy: boolean }];
+  /** An attempt ran through a closed breaker; `failure` as the breaker counted it. */
+  outcome: [{ candidate: string; failure: boolean }];
+}
 
 type Attempt<T> = () => Promise<T>;
+
+/** Refusal of an open breaker whose probe belongs to someone else (coordinated mode). */
+class ProbeNotPermittedError extends Error {
+  readonly code = 'EOPENBREAKER';
+}
+
+interface Entry {
+  readonly breaker: CircuitBreaker<[Attempt<unknown>], unknown>;
+  /** Coordinated mode: one probe may be sent from here. */
+  permit: boolean;
+  /** Coordinated mode: the probe is in flight. */
+  probing: boolean;
+  origin: BreakerOrigin;
+  /** Last position reported through `transition`. */
+  reported: BreakerPosition;
+}
 
 /**
  * One opossum breaker per candidate, in this process. The breaker guards the attempt up to the
  * commit point (first byte), not the whole stream. opossum's own timeout and abortController are
  * off: every request has its own AbortController, since one per breaker would abort every
- * request in flight on that candidate. Emits `transition` ({@link BreakerTransition}).
+ * request in flight on that candidate. Emits the events of {@link BreakerEvents}.
+ *
+ * Alone, opossum decides when an open breaker goes half-open (after resetTimeout) and lets the
+ * next call through as the probe. Once {@link coordinateProbes} is called, that decision belongs
+ * to the caller: an open breaker stays open (opossum's half-open included) until
+ * {@link permitProbe} lets exactly one attempt through, so that one replica in a cluster probes.
  */
-export class BreakerRegistry extends EventEmitter<{ transition: [BreakerTransition] }> {
-  private readonly breakers = new Map<string, CircuitBreaker<[Attempt<unknown>], unknown>>();
+export class BreakerRegistry extends EventEmitter<BreakerEvents> {
+  private readonly entries = new Map<string, Entry>();
   private options: Config['breaker'];
+  private coordinated = false;
+  /** Origin of the state change being applied; opossum emits its events synchronously inside it. */
+  private applying: BreakerOrigin | undefined;
 
   constructor(options: Config['breaker']) {
     super();
@@ -37,10 +75,15 @@ export class BreakerRegistry extends EventEmitter<{ transition: [BreakerTransiti
     this.options = options;
   }
 
-  private breaker(candidate: string): CircuitBreaker<[Attempt<unknown>], unknown> {
-    let breaker = this.breakers.get(candidate);
-    if (!breaker) {
-      breaker = new CircuitBreaker((attempt: Attempt<unknown>) => attempt(), {
+  /** Hands the half-open decision to the caller (see the class comment). Call before traffic. */
+  coordinateProbes(): void {
+    this.coordinated = true;
+  }
+
+  private entry(candidate: string): Entry {
+    let entry = this.entries.get(candidate);
+    if (!entry) {
+      const breaker = new CircuitBreaker((attempt: Attempt<unknown>) => attempt(), {
         name: candidate,
         timeout: false,
         errorThresholdPercentage: this.options.errorThresholdPercentage,
@@ -49,51 +92,181 @@ export class BreakerRegistry extends EventEmitter<{ transition: [BreakerTransiti
         resetTimeout: this.options.resetTimeoutMs,
         errorFilter: isExcusedError,
       });
-      breaker.on('open', () => this.emit('transition', { candidate, to: 'open' }));
-      breaker.on('halfOpen', () => this.emit('transition', { candidate, to: 'halfOpen' }));
-      breaker.on('close', () => this.emit('transition', { candidate, to: 'closed' }));
-      this.breakers.set(candidate, breaker);
+      const created: Entry = { breaker, permit: false, probing: false, origin: 'local', reported: 'closed' };
+      breaker.on('open', () => {
+        if (this.applying === undefined) {
+          created.origin = 'local';
+          this.emit('trip', { candidate });
+        }
+        this.report(candidate, created);
+      });
+      breaker.on('halfOpen', () => this.report(candidate, created));
+      breaker.on('close', () => this.report(candidate, created));
+      this.entries.set(candidate, created);
+      entry = created;
     }
-    return breaker;
+    return entry;
+  }
+
+  private report(candidate: string, entry: Entry): void {
+    const to = this.positionOf(entry);
+    if (to === entry.reported) return;
+    entry.reported = to;
+    this.emit('transition', { candidate, to, origin: this.applying ?? 'local' });
+  }
+
+  private positionOf(entry: Entry): BreakerPosition {
+    const { breaker } = entry;
+    if (breaker.closed) return 'closed';
+    if (this.coordinated) return entry.permit || entry.probing ? 'halfOpen' : 'open';
+    return breaker.halfOpen ? 'halfOpen' : 'open';
   }
 
   position(candidate: string): BreakerPosition {
-    const breaker = this.breakers.get(candidate);
-    if (!breaker || breaker.closed) return 'closed';
-    return breaker.halfOpen ? 'halfOpen' : 'open';
+    const entry = this.entries.get(candidate);
+    return entry ? this.positionOf(entry) : 'closed';
+  }
+
+  /** Who set the current state of a breaker that is not closed; undefined when closed. */
+  origin(candidate: string): BreakerOrigin | undefined {
+    const entry = this.entries.get(candidate);
+    return entry && !entry.breaker.closed ? entry.origin : undefined;
   }
 
   /**
    * Runs an attempt through the candidate's breaker. Resolves with the attempt's value; rejects
-   * with its error, or with opossum's EOPENBREAKER when the breaker refuses (then nothing was sent).
-   * `force` runs it even when open (the panic case): success then closes the breaker.
+   * with its error, or with a refusal ({@link isRejection}) when the breaker is open (then nothing
+   * was sent). `force` runs it even when open (the panic case): success then closes the breaker.
    */
   async run<T>(candidate: string, attempt: Attempt<T>, force = false): Promise<T> {
-    const breaker = this.breaker(candidate);
-    if (force && breaker.opened) {
+    const entry = this.entry(candidate);
+    const { breaker } = entry;
+    if (this.coordinated && !breaker.closed) {
+      if (entry.permit) return this.probe(candidate, entry, attempt);
+      if (!force) throw new ProbeNotPermittedError(`breaker of ${candidate} is open`);
+    }
+    if (force && (breaker.opened || (this.coordinated && !breaker.closed))) {
       const value = await attempt();
-      breaker.close();
+      this.apply(candidate, entry, 'local', () => {
+        entry.permit = false;
+        breaker.close();
+      });
+      this.emit('verdict', { candidate, healthy: true });
       return value;
     }
-    return (await breaker.fire(attempt)) as T;
+    const wasClosed = breaker.closed;
+    try {
+      const value = (await breaker.fire(attempt)) as T;
+      if (wasClosed) this.emit('outcome', { candidate, failure: false });
+      return value;
+    } catch (err: unknown) {
+      if (wasClosed && !BreakerRegistry.isRejection(err)) this.emit('outcome', { candidate, failure: !isExcusedError(err) });
+      throw err;
+    }
+  }
+
+  /** The one permitted attempt of an open breaker in coordinated mode: its result is the verdict. */
+  private async probe<T>(candidate: string, entry: Entry, attempt: Attempt<T>): Promise<T> {
+    entry.permit = false;
+    entry.probing = true;
+    try {
+      const value = await attempt();
+      entry.probing = false;
+      this.apply(candidate, entry, 'local', () => entry.breaker.close());
+      this.emit('verdict', { candidate, healthy: true });
+      return value;
+    } catch (err: unknown) {
+      entry.probing = false;
+      if (isExcusedError(err)) {
+        // A 429 or a client that left says nothing about the candidate: the next request probes.
+        if (!entry.breaker.closed) entry.permit = true;
+        this.report(candidate, entry);
+      } else {
+        this.apply(candidate, entry, 'local', () => {
+          entry.origin = 'local';
+          entry.breaker.open();
+        });
+        this.emit('verdict', { candidate, healthy: false });
+      }
+      throw err;
+    }
+  }
+
+  /** Runs a state change of ours, so opossum's events inside it are reported with our origin. */
+  private apply(candidate: string, entry: Entry, origin: BreakerOrigin, change: () => void): void {
+    const previous = this.applying;
+    this.applying = origin;
+    try {
+      change();
+      this.report(candidate, entry);
+    } finally {
+      this.applying = previous;
+    }
   }
 
   /** Opens the candidate's breaker as if it had tripped here (state learnt from another replica). */
-  open(candidate: string): void {
-    this.breaker(candidate).open();
+  open(candidate: string, origin: BreakerOrigin = 'remote'): void {
+    const entry = this.entry(candidate);
+    this.apply(candidate, entry, origin, () => {
+      entry.permit = false;
+      entry.origin = origin;
+      entry.breaker.open();
+    });
   }
 
-  close(candidate: string): void {
-    this.breaker(candidate).close();
+  /** Opens the breaker as a trip of this process (a decision from cluster-wide counts); emits `trip`. */
+  trip(candidate: string): void {
+    const entry = this.entry(candidate);
+    if (!entry.breaker.closed) return;
+    entry.origin = 'local';
+    entry.breaker.open();
   }
 
-  /** True when opossum refused the call without running it. */
+  close(candidate: string, origin: BreakerOrigin = 'remote'): void {
+    const entry = this.entries.get(candidate);
+    if (!entry) return;
+    this.apply(candidate, entry, origin, () => {
+      entry.permit = false;
+      entry.breaker.close();
+    });
+  }
+
+  /** Coordinated mode: the next attempt on this open breaker is the probe. No-op when closed. */
+  permitProbe(candidate: string): void {
+    const entry = this.entries.get(candidate);
+    if (!entry || entry.breaker.closed || entry.probing) return;
+    entry.permit = true;
+    this.report(candidate, entry);
+  }
+
+  /** Withdraws an unused probe permit (it stays open). Returns false when the probe already started or the breaker closed. */
+  revokeProbe(candidate: string): boolean {
+    const entry = this.entries.get(candidate);
+    if (!entry?.permit) return false;
+    entry.permit = false;
+    this.report(candidate, entry);
+    return true;
+  }
+
+  /** True while this process's probe of the candidate is in flight. */
+  isProbing(candidate: string): boolean {
+    return this.entries.get(candidate)?.probing ?? false;
+  }
+
+  /** Candidates whose breaker is not closed, with who set them. */
+  openCandidates(): Array<{ candidate: string; origin: BreakerOrigin }> {
+    const open: Array<{ candidate: string; origin: BreakerOrigin }> = [];
+    for (const [candidate, entry] of this.entries) if (!entry.breaker.closed) open.push({ candidate, origin: entry.origin });
+    return open;
+  }
+
+  /** True when the breaker refused the call without running it. */
   static isRejection(error: unknown): boolean {
-    return CircuitBreaker.isOurError(error as Error);
+    return error instanceof ProbeNotPermittedError || CircuitBreaker.isOurError(error as Error);
   }
 
   shutdown(): void {
-    for (const breaker of this.breakers.values()) breaker.shutdown();
-    this.breakers.clear();
+    for (const { breaker } of this.entries.values()) breaker.shutdown();
+    this.entries.clear();
   }
 }

@@ -1,3 +1,8 @@
+import { EventEmitter } from 'node:events';
+
+/** A 429 Retry-After cooldown: learnt here (`local`) or from another replica (`remote`). */
+export type CoolDown = { candidate: string; until: number; origin: 'local' | 'remote' };
+
 /** What health checks and dispatches have learned about one provider. */
 export interface ProviderStatus {
   /** undefined until the first check answers. */
@@ -28,13 +33,15 @@ const latencySmoothing = 0.5;
 /**
  * The gateway's knowledge of its fleet: health, served and loaded models, latency, cooldowns.
  * Plain in-memory state, written by the health checker and the dispatcher, read by routing.
+ * Emits `coolDown` when a cooldown is set or extended, so it can be shared with other replicas.
  */
-export class FleetState {
+export class FleetState extends EventEmitter<{ coolDown: [CoolDown] }> {
   private readonly providers = new Map<string, ProviderStatus>();
   private readonly candidates = new Map<string, CandidateStatus>();
   private readonly now: () => number;
 
   constructor(now: () => number = Date.now) {
+    super();
     this.now = now;
   }
 
@@ -68,9 +75,11 @@ export class FleetState {
     return (this.candidates.get(candidateId)?.coolingDownUntil ?? 0) > this.now();
   }
 
-  coolDown(candidateId: string, untilMs: number): void {
+  coolDown(candidateId: string, untilMs: number, origin: CoolDown['origin'] = 'local'): void {
     const status = this.candidate(candidateId);
-    status.coolingDownUntil = Math.max(status.coolingDownUntil, untilMs);
+    if (untilMs <= status.coolingDownUntil) return;
+    status.coolingDownUntil = untilMs;
+    this.emit('coolDown', { candidate: candidateId, until: untilMs, origin });
   }
 
   recordLatency(candidateId: string, ms: number): void {

@@ -1,0 +1,115 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BreakerRegistry } from '../../src/breakers/breaker-registry.js';
+import { RedisBreakerStateStore } from '../../src/breakers/redis-breaker-state-store.js';
+import { SharedBreakers } from '../../src/breakers/shared-breakers.js';
+import { buildConfig } from '../../src/config/load.js';
+import { FleetState } from '../../src/fleet/fleet-state.js';
+import { createLogger } from '../../src/shared/logger.js';
+import { waitFor } from '../support/gateway-harness.js';
+
+// The machine's Redis, with a key prefix of this run's own.
+const redisUrl = 'redis://127.0.0.1:6379';
+const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+const breakerSettings = { errorThresholdPercentage: 50, volumeThreshold: 4, rollingCountTimeoutMs: 10_000, resetTimeoutMs: 60_000 };
+const config = buildConfig(
+  { providers: { p: { baseUrl: 'http://127.0.0.1:1' } }, virtualModels: { v: { candidates: ['p/m'] } }, breaker: breakerSettings },
+  'test config',
+  {},
+);
+
+describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', () => {
+  let prefix = '';
+  const cleanups: Array<() => Promise<void> | void> = [];
+  beforeEach(() => {
+    prefix = `boo-test:${randomUUID()}:`;
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    const redis = new Redis(redisUrl);
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  });
+
+  function store(): RedisBreakerStateStore {
+    const created = new RedisBreakerStateStore({ url: redisUrl, logger, keyPrefix: prefix });
+    cleanups.push(() => created.close());
+    return created;
+  }
+
+  async function replica(name: string) {
+    const breakers = new BreakerRegistry(breakerSettings);
+    const fleet = new FleetState();
+    const shared = new SharedBreakers({ breakers, store: store(), fleet, config: () => config, logger, replica: name, countFlushMs: 20 });
+    cleanups.push(async () => {
+      await shared.close();
+      breakers.shutdown();
+    });
+    await shared.start();
+    return { breakers, fleet, shared };
+  }
+
+  it('grants the probe lock once the window is due, to one claimant, until it is released or expires', async () => {
+    const first = store();
+    const second = store();
+    const listener = { message: () => {}, availability: () => {} };
+    await Promise.all([first.start(listener, 2_000), second.start(listener, 2_000)]);
+    const now = Date.now();
+    await first.publishOpen({ candidate: 'p/m', openedAt: now, until: now + 1_000, replica: 'one' }, { graceMs: 1_000 });
+    expect(await first.claimProbe('p/m', 'one', now, 500)).toEqual({ granted: false, dueAt: now + 1_000 });
+    expect(await first.claimProbe('p/m', 'one', now + 1_000, 300)).toEqual({ granted: true });
+    expect(await second.claimProbe('p/m', 'two', now + 1_000, 300)).toEqual({ granted: false, dueAt: undefined });
+    expect(await second.renewProbe('p/m', 'two', 300)).toBe(false);
+    expect(await first.renewProbe('p/m', 'one', 300)).toBe(true);
+    await waitFor(async () => (await second.claimProbe('p/m', 'two', Date.now() + 1_000, 300)).granted, 2_000, 'the lock to expire');
+    // A record with a later reset time is kept when an older one is pushed after an outage.
+    expect(await second.publishOpen({ candidate: 'p/m', openedAt: now, until: now + 500, replica: 'two' }, { graceMs: 1_000, onlyIfNewer: true })).toBe(false);
+    expect((await second.snapshot()).open).toEqual([{ candidate: 'p/m', openedAt: now, until: now + 1_000, replica: 'one' }]);
+  });
+
+  it('opens the breaker of the other replica on a trip, and closes it on a verdict, without echoing its own announcements', async () => {
+    const one = await replica('one');
+    const two = await replica('two');
+    const seenByOne: string[] = [];
+    one.breakers.on('transition', ({ to, origin }) => seenByOne.push(`${to}/${origin}`));
+    one.breakers.trip('p/m');
+    await waitFor(() => two.breakers.position('p/m') === 'open', 2_000, 'two to open');
+    expect(two.breakers.origin('p/m')).toBe('remote');
+    // Its own announcement, echoed back, would have made the origin remote.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(one.breakers.origin('p/m')).toBe('local');
+    // A forced (panic) attempt's success is a verdict: it closes the breaker everywhere.
+    await one.breakers.run('p/m', () => Promise.resolve('ok'), true);
+    await waitFor(() => two.breakers.position('p/m') === 'closed', 2_000, 'two to close');
+    expect(seenByOne).toEqual(['open/local', 'closed/local']);
+  });
+
+  it('trips on the cluster-wide failure rate when no replica alone reaches the volume threshold', async () => {
+    const one = await replica('one');
+    const two = await replica('two');
+    const failure = Object.assign(new Error('upstream 500'), { countsAsBreakerFailure: true });
+    // Two attempts each, one failing in two: 50% on 2 fires is below volume 4 on either replica.
+    for (const { breakers } of [one, two]) {
+      await breakers.run('p/m', () => Promise.resolve('ok'));
+      await breakers.run('p/m', () => Promise.reject(failure)).catch(() => undefined);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect([one.breakers.position('p/m'), two.breakers.position('p/m')]).toEqual(['closed', 'closed']);
+    // One more failure: 3 of 5 in the cluster is over 50% with volume reached.
+    await one.breakers.run('p/m', () => Promise.reject(failure)).catch(() => undefined);
+    await waitFor(() => one.breakers.position('p/m') === 'open' && two.breakers.position('p/m') === 'open', 2_000, 'the cluster-wide trip');
+  });
+
+  it('shares 429 cooldowns, with replicas that start later too', async () => {
+    const one = await replica('one');
+    const two = await replica('two');
+    const until = Date.now() + 5_000;
+    one.fleet.coolDown('p/m', until);
+    await waitFor(() => two.fleet.isCoolingDown('p/m'), 2_000, 'two to cool down');
+    expect(two.fleet.candidate('p/m').coolingDownUntil).toBe(until);
+    const three = await replica('three');
+    expect(three.fleet.candidate('p/m').coolingDownUntil).toBe(until);
+  });
+});
