@@ -91,7 +91,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         config: getConfig,
         logger: logger.child({ component: 'breakers' }),
         replica,
-        onAvailability: (up) => metrics.redisUp.set(up ? 1 : 0),
       })
     : undefined;
   // Before listening: the first request already skips the breakers open elsewhere.
@@ -109,6 +108,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const passthrough = new UpstreamPassthrough({ config: getConfig, fleet, pools, dispatcher, logger });
   const healthChecker = new HealthChecker({ config: getConfig, pools, fleet, metrics, logger });
 
+  // The one view of Redis and the database, for /readyz and for boo_redis_up at each scrape.
+  const health = () => {
+    const sinkHealth = sink.health();
+    const redis = shared && !shared.available ? 'degraded' : sinkHealth.redis;
+    metrics.redisUp.set(redis === 'ok' ? 1 : 0);
+    return { ...sinkHealth, redis };
+  };
   const app = createApp({
     config: getConfig,
     fleet,
@@ -118,11 +124,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     register,
     metrics,
     logger,
-    health: () => {
-      const health = sink.health();
-      if (!shared) return health;
-      return { ...health, redis: shared.available && health.redis !== 'degraded' ? 'ok' : 'degraded' };
-    },
+    health,
     breakerOrigin: (candidate) => breakers.origin(candidate),
   });
   const server = createServer(

@@ -13,8 +13,6 @@ export interface SharedBreakersOptions {
   readonly config: () => Config;
   readonly logger: Logger;
   readonly replica: string;
-  /** Called with true/false when the store becomes reachable or not (for `boo_redis_up`). */
-  readonly onAvailability?: (available: boolean) => void;
   /**
    * Life of the probe lock without renewal: how long a probe holder that died keeps the others
    * waiting. Default: resetTimeoutMs, within 2..10 s.
@@ -105,7 +103,6 @@ export class SharedBreakers {
   }
 
   private availabilityChanged(available: boolean): void {
-    this.options.onAvailability?.(available);
     if (!available) {
       this.log.warn('shared breakers: redis unreachable or slow; breakers are local to this process until it returns');
       return;

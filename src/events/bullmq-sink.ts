@@ -70,11 +70,8 @@ export class BullmqSink implements EventSink {
     this.#redis.on('ready', () => {
       if (redisErrorLogged) logger.info('event queue: redis reachable again');
       redisErrorLogged = false;
-      metrics.redisUp.set(1);
       this.#kick();
     });
-    this.#redis.on('close', () => metrics.redisUp.set(0));
-    metrics.redisUp.set(0);
     this.#queue = new Queue(options.queueName, { connection: this.#redis });
     this.#queue.on('error', () => {
       // Already reported by the client's own 'error' listener above.

@@ -32,7 +32,6 @@ export class InProcessSink implements EventSink {
 
   constructor(options: InProcessSinkOptions) {
     this.#options = options;
-    options.metrics.redisUp.set(0);
     options.metrics.spoolBytes.set(options.spool.pendingBytes);
     this.#replayed = this.#replaySpool().catch((err: unknown) => options.logger.error({ err }, 'dispatch log: spool replay failed'));
   }

@@ -42,7 +42,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(requestContext(logger, metrics));
   app.get('/healthz', healthzRoute());
   app.get('/readyz', readyzRoute(deps.health));
-  app.get('/metrics', metricsRoute(register));
+  app.get('/metrics', metricsRoute(register, () => void deps.health()));
 
   const auth = requireApiKey(() => config().apiKeyDigests);
   const rawBody = readBody(() => config().limits.maxBodyBytes);

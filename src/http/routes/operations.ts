@@ -22,10 +22,11 @@ export function readyzRoute(health: () => { redis: ComponentHealth; database: Co
   };
 }
 
-/** GET /metrics: Prometheus text format. */
-export function metricsRoute(register: Registry) {
+/** GET /metrics: Prometheus text format; `refresh` updates gauges that are read, not pushed. */
+export function metricsRoute(register: Registry, refresh: () => void) {
   return async (_req: Request, res: Response): Promise<void> => {
     contextOf(res).route = 'metrics';
+    refresh();
     const body = await register.metrics();
     res.setHeader('content-type', register.contentType);
     res.end(body);
