@@ -14,7 +14,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { startFakeProvider, type FakeProvider, type FakeProviderOptions, type Reply } from './fake-provider.js';
+import { startDemoFleet } from './demo-fleet.js';
+import type { FakeProvider } from './fake-provider.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Repository root, whether this runs compiled (dist/test/support) or through tsx (test/support). */
@@ -24,48 +25,6 @@ const root = basename(twoUp) === 'dist' ? dirname(twoUp) : twoUp;
 const out = (line = ''): void => {
   process.stdout.write(`${line}\n`);
 };
-
-/** ~30% failures before the first byte, slow streams otherwise. */
-function flakyReply(request: { body: unknown }): Reply {
-  const roll = Math.random();
-  if (roll < 0.12) return { kind: 'status', status: 500 };
-  if (roll < 0.21) return { kind: 'reset' };
-  if (roll < 0.3) return { kind: 'closeBeforeFirstChunk' };
-  const stream = (request.body as { stream?: unknown } | undefined)?.stream === true;
-  return stream
-    ? { kind: 'stream', chunks: 12, firstChunkDelayMs: 300, chunkDelayMs: 150 }
-    : { kind: 'ok', delayMs: 400, content: 'gpu-b took its time, but here is the answer.' };
-}
-
-const fleetSpecs: Record<string, FakeProviderOptions & { port: number }> = {
-  'gpu-a': {
-    type: 'llama-swap',
-    port: 18081,
-    models: ['qwen2.5-7b-instruct', 'llama-3.2-3b-instruct'],
-    loaded: ['qwen2.5-7b-instruct'],
-    swapDelayMs: 800,
-    contextSize: { 'qwen2.5-7b-instruct': 32768, 'llama-3.2-3b-instruct': 8192 },
-  },
-  'gpu-b': {
-    type: 'llama-swap',
-    port: 18082,
-    models: ['qwen2.5-7b-instruct'],
-    loaded: ['qwen2.5-7b-instruct'],
-    contextSize: { 'qwen2.5-7b-instruct': 16384 },
-    pickReply: flakyReply,
-  },
-  cloud: { type: 'openai', port: 18083, models: ['gpt-4o-mini'], contextSize: { 'gpt-4o-mini': 128000 } },
-};
-
-/** The fixed port when it is free, else any free one. */
-async function startOnPreferredPort(name: string, spec: FakeProviderOptions & { port: number }): Promise<FakeProvider> {
-  try {
-    return await startFakeProvider({ name, ...spec });
-  } catch (err: unknown) {
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-    return startFakeProvider({ name, ...spec, port: 0 });
-  }
-}
 
 /** Runs `node <script>` with its output prefixed, one line at a time. */
 function startChild(label: string, script: string, env: NodeJS.ProcessEnv): ChildProcess {
@@ -141,7 +100,7 @@ async function main(): Promise<void> {
   if (!existsSync(gatewayScript)) throw new Error(`${gatewayScript} is missing: run \`npm run build\` first`);
 
   const tempDir = await mkdtemp(join(tmpdir(), 'boo-demo-'));
-  const fleet: Record<string, FakeProvider> = {};
+  let fleet: Record<string, FakeProvider> = {};
   const children: ChildProcess[] = [];
   let stopping = false;
 
@@ -160,7 +119,7 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void shutdown(0));
 
   try {
-    for (const [name, spec] of Object.entries(fleetSpecs)) fleet[name] = await startOnPreferredPort(name, spec);
+    fleet = await startDemoFleet();
 
     const document = parseYaml(await readFile(join(root, 'config/demo.yaml'), 'utf8')) as {
       providers: Record<string, { baseUrl: string }>;

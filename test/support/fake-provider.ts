@@ -83,6 +83,8 @@ export interface FakeProviderOptions {
   name?: string;
   /** Port to listen on; default 0 (a free one). */
   port?: number;
+  /** Address to listen on; default 127.0.0.1 (0.0.0.0 in containers). */
+  host?: string;
   /**
    * Chooses the reply of a dispatch request when the script queue is empty; returning undefined
    * falls back to `defaultReply`. For randomised fleets such as the demo's flaky provider.
@@ -535,7 +537,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
   let port = options.port ?? 0;
 
   async function listen(): Promise<void> {
-    server.listen(port, '127.0.0.1');
+    server.listen(port, options.host ?? '127.0.0.1');
     await once(server, 'listening');
     const address = server.address();
     if (address === null || typeof address === 'string') throw new Error('fake provider: no TCP address');
