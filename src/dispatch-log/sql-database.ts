@@ -97,6 +97,21 @@ export async function openPgliteDatabase(directory: string): Promise<SqlDatabase
   };
 }
 
+/**
+ * A database whose opening finishes in the background: each call waits for it. PGlite takes
+ * seconds to start (tens on a loaded 2-core machine); the gateway serves meanwhile and its
+ * events wait in the writer. A failed opening fails every call, which the writer reports and retries.
+ */
+export function deferDatabase(kind: SqlDatabase['kind'], opening: Promise<SqlDatabase>): SqlDatabase {
+  return {
+    kind,
+    exec: async (text) => (await opening).exec(text),
+    query: async (text, params) => (await opening).query(text, params),
+    withSession: async (fn) => (await opening).withSession(fn),
+    close: async (timeoutMs) => (await opening).close(timeoutMs),
+  };
+}
+
 /** Where the embedded store lives inside `BOO_DATA_DIR`. */
 export function embeddedStoreDirectory(dataDir: string): string {
   return join(dataDir, 'pglite');

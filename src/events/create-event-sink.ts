@@ -5,7 +5,7 @@ import type { Env } from '../config/schema.js';
 import { createDispatchLogRepository } from '../dispatch-log/dispatch-log-repository.js';
 import { DispatchLogWriter } from '../dispatch-log/dispatch-log-writer.js';
 import { migrate } from '../dispatch-log/migrate.js';
-import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../dispatch-log/sql-database.js';
+import { createPostgresDatabase, deferDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../dispatch-log/sql-database.js';
 import { createDispatchLogMetrics, type GatewayMetrics } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
 import { BullmqSink } from './bullmq-sink.js';
@@ -56,15 +56,22 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
     };
   }
 
-  let db: SqlDatabase;
-  if (env.DATABASE_URL) {
-    db = createPostgresDatabase(env.DATABASE_URL, log, { applicationName: 'boo-gateway' });
-    // A Postgres that is down at start must not stop the gateway: the writer migrates before its first insert.
-    await migrate(db, log).catch((err: unknown) => log.warn({ err }, 'dispatch log: migration at start failed; retrying before the first insert'));
-  } else {
-    db = await openPgliteDatabase(embeddedStoreDirectory(env.BOO_DATA_DIR));
-    await migrate(db, log);
-  }
+  // Neither store holds up the start: PGlite takes seconds to open (tens on a loaded machine)
+  // and a Postgres may be down. Events wait in the writer until the store is migrated.
+  const db: SqlDatabase = env.DATABASE_URL
+    ? createPostgresDatabase(env.DATABASE_URL, log, { applicationName: 'boo-gateway' })
+    : deferDatabase('pglite', openPgliteDatabase(embeddedStoreDirectory(env.BOO_DATA_DIR)));
+  // One migration at a time: PGlite is a single session, where the advisory lock does not exclude.
+  let migration: Promise<void> | undefined;
+  const ensureMigrated = () =>
+    (migration ??= migrate(db, log).then(
+      () => undefined,
+      (err: unknown) => {
+        migration = undefined;
+        throw err;
+      },
+    ));
+  ensureMigrated().catch((err: unknown) => log.warn({ err }, 'dispatch log: migration at start failed; retrying before the first insert'));
   const writer = new DispatchLogWriter({
     repository: createDispatchLogRepository(db),
     metrics: createDispatchLogMetrics(register),
@@ -72,9 +79,7 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
     batchSize: config.events.batchSize,
     batchMaxWaitMs: config.events.batchMaxWaitMs,
     maxBuffered: config.events.maxBuffered,
-    prepare: async () => {
-      await migrate(db, log);
-    },
+    prepare: ensureMigrated,
   });
   return new InProcessSink({ writer, db, spool, metrics, logger: log, chunkSize: config.events.batchSize });
 }

@@ -13,7 +13,7 @@ describe('npm start (the built gateway process)', () => {
     await Promise.all(started.map((process) => process.stop(2_000)));
   });
 
-  it('serves the shipped example config with no Redis and no database, and stops cleanly on SIGTERM', async () => {
+  it('serves the shipped example config with no Redis and no database, and stops cleanly on SIGTERM', { timeout: 90_000 }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'boo-quick-start-'));
     const gateway = startNodeProcess(gatewayScript, { PORT: '0', HOST: '127.0.0.1', BOO_DATA_DIR: dataDir });
     started.push(gateway);
@@ -33,7 +33,8 @@ describe('npm start (the built gateway process)', () => {
     });
     expect([502, 503]).toContain(chat.statusCode);
     expect(await chat.body.json()).toMatchObject({ error: { code: expect.stringMatching(/no_healthy_candidate|all_candidates_failed/) } });
-    expect(await gateway.stop()).toBe(0);
+    // Shutdown flushes the dispatched event, so it waits for the embedded store to finish opening.
+    expect(await gateway.stop(40_000)).toBe(0);
   });
 
   it('exits 1 with a one-line reason naming the bad key', async () => {
