@@ -12,7 +12,7 @@ import type { EventSink } from './events/event-sink.js';
 import { FleetState } from './fleet/fleet-state.js';
 import { HealthChecker } from './fleet/health-checker.js';
 import { createApp } from './http/app.js';
-import { breakerStateValue, createGatewayMetrics, createMetricsRegistry, type GatewayMetrics } from './metrics/registry.js';
+import { breakerStateValue, createGatewayMetrics, createMetricsRegistry, initConfigSeries, type GatewayMetrics } from './metrics/registry.js';
 import type { Logger } from './shared/logger.js';
 
 export interface GatewayOptions {
@@ -181,6 +181,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     reload(next: Config) {
       pools.reconfigure(next.providers);
       breakers.reconfigure(next.breaker);
+      initConfigSeries(metrics, next, config);
       config = next;
       logger.info({ path: next.path }, 'config reloaded');
     },

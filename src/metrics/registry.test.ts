@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildConfig } from '../config/load.js';
-import { createDispatchLogMetrics, createGatewayMetrics, createMetricsRegistry } from './registry.js';
+import { createDispatchLogMetrics, createGatewayMetrics, createMetricsRegistry, initConfigSeries } from './registry.js';
 
 const config = buildConfig(
   {
@@ -60,5 +60,41 @@ describe('createGatewayMetrics', () => {
       'auto:chat b/m2 1',
       'auto:embed a/e 1',
     ]);
+  });
+});
+
+describe('initConfigSeries on a reload', () => {
+  it('adds series for new label values without resetting what existing ones hold, and drops removed candidates from the map', async () => {
+    const register = createMetricsRegistry('r1');
+    const metrics = createGatewayMetrics(register, config);
+    metrics.dispatches.labels('auto:chat', 'dispatched').inc(5);
+    metrics.ttfb.labels('a/m1').observe(0.2);
+    metrics.breakerState.labels('a/m1').set(2);
+    const next = buildConfig(
+      {
+        providers: { a: { baseUrl: 'http://127.0.0.1:1' }, c: { baseUrl: 'http://127.0.0.1:3' } },
+        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'c/m3'] } },
+      },
+      'next',
+      {},
+    );
+    initConfigSeries(metrics, next, config);
+    const text = await register.metrics();
+    /** The value of the sample with this name and these labels (in any order), or undefined. */
+    const value = (name: string, labels: Record<string, string>) =>
+      text
+        .split('\n')
+        .find((line) => line.startsWith(`${name}{`) && Object.entries(labels).every(([key, v]) => line.includes(`${key}="${v}"`)))
+        ?.split(' ')
+        .at(-1);
+    expect(value('boo_dispatches_total', { virtual_model: 'auto:chat', status: 'dispatched' })).toBe('5');
+    expect(value('boo_upstream_ttfb_seconds_count', { candidate: 'a/m1' })).toBe('1');
+    expect(value('boo_breaker_state', { candidate: 'a/m1' })).toBe('2');
+    expect(value('boo_upstream_attempts_total', { candidate: 'c/m3', provider: 'c', outcome: 'ok' })).toBe('0');
+    expect(value('boo_upstream_ttfb_seconds_count', { candidate: 'c/m3' })).toBe('0');
+    expect(value('boo_provider_up', { provider: 'c' })).toBe('1');
+    expect(value('boo_virtual_model_candidate_info', { virtual_model: 'auto:chat', candidate: 'c/m3' })).toBe('1');
+    expect(value('boo_virtual_model_candidate_info', { virtual_model: 'auto:chat', candidate: 'b/m2' })).toBeUndefined();
+    expect(value('boo_virtual_model_candidate_info', { virtual_model: 'auto:embed' })).toBeUndefined();
   });
 });

@@ -134,20 +134,48 @@ export function createGatewayMetrics(register: Registry, config: Config) {
     }),
   };
 
+  initConfigSeries(metrics, config, undefined);
+  return metrics;
+}
+
+/** `provider/model` -> provider, of every candidate of every virtual model. */
+function candidatesOf(config: Config): Map<string, string> {
   const candidates = new Map<string, string>();
-  for (const provider of Object.values(config.providers)) metrics.providerUp.labels(provider.name).set(1);
   for (const virtualModel of Object.values(config.virtualModels)) {
-    for (const candidate of virtualModel.candidates) {
-      candidates.set(candidate.id, candidate.provider);
-      metrics.virtualModelCandidates.labels(virtualModel.name, candidate.id).set(1);
+    for (const candidate of virtualModel.candidates) candidates.set(candidate.id, candidate.provider);
+  }
+  return candidates;
+}
+
+/**
+ * Creates at 0 the series of every label value the config brings, so dashboards show 0 rather
+ * than "no data". On a reload (`previous` given) only the values that are new get series, since
+ * resetting a gauge or a histogram would erase what it holds, and the candidate map follows the
+ * new config.
+ */
+export function initConfigSeries(metrics: GatewayMetrics, config: Config, previous: Config | undefined): void {
+  const candidates = candidatesOf(config);
+  const known = previous ? candidatesOf(previous) : new Map<string, string>();
+  const knownProviders = new Set(previous ? Object.keys(previous.providers) : []);
+  const knownModels = new Set(previous ? [...Object.keys(previous.virtualModels), directModelLabel] : []);
+
+  for (const provider of Object.keys(config.providers)) if (!knownProviders.has(provider)) metrics.providerUp.labels(provider).set(1);
+  if (previous) {
+    for (const virtualModel of Object.values(previous.virtualModels)) {
+      for (const candidate of virtualModel.candidates) metrics.virtualModelCandidates.remove(virtualModel.name, candidate.id);
     }
   }
+  for (const virtualModel of Object.values(config.virtualModels)) {
+    for (const candidate of virtualModel.candidates) metrics.virtualModelCandidates.labels(virtualModel.name, candidate.id).set(1);
+  }
   for (const virtualModel of [...Object.keys(config.virtualModels), directModelLabel]) {
+    if (knownModels.has(virtualModel)) continue;
     for (const status of dispatchStatuses) metrics.dispatches.labels(virtualModel, status).inc(0);
     metrics.failovers.labels(virtualModel).inc(0);
     for (const stream of ['true', 'false']) metrics.duration.zero({ virtual_model: virtualModel, stream });
   }
   for (const [candidate, provider] of candidates) {
+    if (known.has(candidate)) continue;
     for (const outcome of attemptOutcomes) metrics.attempts.labels(candidate, provider, outcome).inc(0);
     metrics.ttfb.zero({ candidate });
     metrics.breakerState.labels(candidate).set(breakerStateValue.closed);
@@ -155,10 +183,10 @@ export function createGatewayMetrics(register: Registry, config: Config) {
       for (const origin of ['local', 'remote']) metrics.breakerTransitions.labels(candidate, to, origin).inc(0);
     }
   }
+  if (previous) return;
   for (const phase of ['pre_upstream', 'relay']) metrics.overhead.zero({ phase });
   for (const route of httpRoutes) metrics.httpRequests.labels(route, '200').inc(0);
   for (const reason of ['buffer_full', 'spool_full', 'spool_corrupt']) metrics.eventsDropped.labels(reason).inc(0);
-  return metrics;
 }
 
 export type DispatchLogMetrics = ReturnType<typeof createDispatchLogMetrics>;
