@@ -93,7 +93,7 @@ export class DispatchWithFallback {
       return {
         ...candidate,
         breaker: breakers.position(candidate.id),
-        healthy: fleet.isHealthy(candidate.provider),
+        healthy: fleet.isHealthy(candidate.provider) && fleet.mayServe(candidate.provider, candidate.model),
         coolingDown: fleet.isCoolingDown(candidate.id),
         loaded: fleet.isLoaded(candidate.provider, candidate.model),
         latencyMs: status.latencyEwmaMs,

@@ -67,6 +67,15 @@ export class FleetState extends EventEmitter<{ coolDown: [CoolDown] }> {
     return this.providers.get(provider)?.healthy !== false;
   }
 
+  /**
+   * False only when the provider's last /v1/models answer omits the model. llama-swap answers a
+   * model it does not know with a 400, which would reach the client instead of failing over.
+   */
+  mayServe(provider: string, model: string): boolean {
+    const status = this.providers.get(provider);
+    return status?.healthy !== true || status.models.size === 0 || status.models.has(model);
+  }
+
   isLoaded(provider: string, model: string): boolean | undefined {
     return this.providers.get(provider)?.loaded?.has(model);
   }

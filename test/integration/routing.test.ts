@@ -119,6 +119,23 @@ describe('fleet-aware routing', () => {
     expect((await chat()).candidate).toBe('a/m1');
   });
 
+  it('skips a candidate whose provider no longer lists its model, instead of passing its 400 to the client', async () => {
+    const f = (fleet = await startFakeFleet({
+      a: { name: 'a', type: 'llama-swap', models: ['other-model'] },
+      b: { name: 'b', type: 'llama-swap', models: ['m1'] },
+    }));
+    gateway = await startTestGateway(
+      fleetConfigDocument(f, { a: 'llama-swap', b: 'llama-swap' }, {
+        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
+        healthCheck: { intervalMs: 100, timeoutMs: 500 },
+      }),
+      { healthChecks: true },
+    );
+    await waitFor(() => gateway!.fleet.provider('a').models.size > 0, 3_000, 'the first health check');
+    expect((await chat()).candidate).toBe('b/m1');
+    expect(f.a.dispatched()).toHaveLength(0);
+  });
+
   it('skips a small-context candidate for a long prompt and uses it for a short one', async () => {
     const f = (fleet = await startFakeFleet({
       small: { name: 'small', type: 'llama-swap', models: ['m1'], loaded: ['m1'], contextSize: { m1: 2048 } },
