@@ -19,6 +19,7 @@ import {
   sendAttempt,
   type CommittableResponse,
 } from './upstream-attempt.js';
+import type { RequestBody } from './request-body.js';
 import type { UpstreamPools } from './upstream-pools.js';
 import { UsageReader } from './usage-reader.js';
 
@@ -29,7 +30,7 @@ export interface DispatchRequest {
   readonly model: string;
   readonly stream: boolean;
   /** The client's JSON body; only `model` is rewritten per candidate. */
-  readonly body: Record<string, unknown>;
+  readonly body: RequestBody;
   readonly headers: IncomingHttpHeaders;
   readonly requestId: string;
   /** X-Boo-Source, cleaned of control characters for the record. */
@@ -142,7 +143,7 @@ export class DispatchWithFallback {
       const provider = config.providers[target.provider];
       if (!provider) continue;
       const headers = provider.apiKey ? { ...baseHeaders, authorization: `Bearer ${provider.apiKey}` } : baseHeaders;
-      const body = Buffer.from(JSON.stringify({ ...request.body, model: target.model }));
+      const body = request.body.withModel(target.model);
       const sentAt = performance.now();
       let answer: CommittableResponse;
       try {
