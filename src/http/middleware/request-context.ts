@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
+import type { ClientConnection } from '../../dispatch/upstream-attempt.js';
 import type { GatewayMetrics, HttpRoute } from '../../metrics/registry.js';
 import type { Logger } from '../../shared/logger.js';
 
@@ -8,29 +9,61 @@ const acceptableRequestId = /^[\w.:-]{1,128}$/;
 
 /**
  * What every handler of a request shares: kept on `res.locals` for Express routes, passed
- * directly on the dispatch fast path. The per-request child logger is made on first use only:
- * a request that logs nothing (the common case at `info`) never pays for it.
+ * directly on the dispatch fast path. What only some requests need is made on first use: the
+ * per-request child logger (a request that logs nothing, the common case at `info`, never pays
+ * for it) and the AbortSignal (the dispatcher listens through {@link ClientConnection} instead).
  */
-export class RequestContext {
+export class RequestContext implements ClientConnection {
   readonly requestId: string;
   /** performance.now() at arrival. */
   readonly receivedAt: number;
   route: HttpRoute = 'other';
-  /** Aborted when the client goes away before the response finished. */
-  readonly clientSignal: AbortSignal;
   private readonly parentLogger: Logger;
   private childLogger: Logger | undefined;
+  private goneListeners: Array<() => void> | undefined;
+  private controller: AbortController | undefined;
+  private closedEarly = false;
 
-  constructor(requestId: string, parentLogger: Logger, clientSignal: AbortSignal) {
+  constructor(requestId: string, parentLogger: Logger) {
     this.requestId = requestId;
     this.receivedAt = performance.now();
     this.parentLogger = parentLogger;
-    this.clientSignal = clientSignal;
   }
 
   get logger(): Logger {
     this.childLogger ??= this.parentLogger.child({ requestId: this.requestId });
     return this.childLogger;
+  }
+
+  /** True once the client went away before the response finished. */
+  get gone(): boolean {
+    return this.closedEarly;
+  }
+
+  onGone(listener: () => void): () => void {
+    const listeners = (this.goneListeners ??= []);
+    listeners.push(listener);
+    return () => {
+      const at = listeners.indexOf(listener);
+      if (at >= 0) listeners.splice(at, 1);
+    };
+  }
+
+  /** Aborted when the client goes away before the response finished. */
+  get clientSignal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.closedEarly) this.controller.abort();
+    }
+    return this.controller.signal;
+  }
+
+  /** Called once when the response closed before it finished. */
+  clientWentAway(): void {
+    if (this.closedEarly) return;
+    this.closedEarly = true;
+    this.controller?.abort();
+    for (const listener of this.goneListeners?.splice(0) ?? []) listener();
   }
 }
 
@@ -46,11 +79,10 @@ export function contextOf(res: Response): RequestContext {
 export function openRequestContext(req: IncomingMessage, res: ServerResponse, logger: Logger, metrics: GatewayMetrics): RequestContext {
   const offered = req.headers['x-request-id'];
   const requestId = typeof offered === 'string' && acceptableRequestId.test(offered) ? offered : randomUUID();
-  const controller = new AbortController();
-  const context = new RequestContext(requestId, logger, controller.signal);
+  const context = new RequestContext(requestId, logger);
   res.setHeader('x-request-id', requestId);
   res.once('close', () => {
-    if (!res.writableFinished) controller.abort();
+    if (!res.writableFinished) context.clientWentAway();
     metrics.httpRequestsOf(context.route, res.statusCode).inc();
   });
   return context;

@@ -76,7 +76,7 @@ export async function serveDispatch(
       requestId: context.requestId,
       source: typeof source === 'string' ? sanitizeClientText(source) : null,
       receivedAt: context.receivedAt,
-      clientSignal: context.clientSignal,
+      client: context,
       get logger() {
         return context.logger;
       },
