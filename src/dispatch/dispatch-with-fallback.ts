@@ -221,11 +221,13 @@ export class DispatchWithFallback {
       if (upstreamIsStream) res.flushHeaders();
       if (answer.firstChunk) {
         usage.push(answer.firstChunk);
-        res.write(answer.firstChunk);
+        // A JSON answer that arrived whole goes out with its head in one write, not two.
+        if (!upstreamIsStream && Number(answer.headers['content-length']) === answer.firstChunk.length) res.end(answer.firstChunk);
+        else res.write(answer.firstChunk);
         this.deps.metrics.overheadOf('relay').observe((performance.now() - answer.firstByteAt) / 1000);
       }
       await answer.relayRest(res, (chunk) => usage.push(chunk));
-      res.end();
+      if (!res.writableEnded) res.end();
     } catch (err: unknown) {
       const reason = answer.abortReason();
       if (request.client.gone || reason instanceof ClientClosedError) {
