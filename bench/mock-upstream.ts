@@ -14,7 +14,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
  */
 
 export const fastChunks = 20;
-export const slowChunks = 40;
+export const slowChunks = 60;
 export const slowIntervalMs = 100;
 
 const completion = Buffer.from(

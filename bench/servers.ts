@@ -32,6 +32,11 @@ export function pinLoadGenerator(): Pinning {
   return { loadCpu: 0, serverCpu: 1, note: 'load generator (autocannon, this process) on CPU 0; every server (mock, nginx, floor, gateway) on CPU 1' };
 }
 
+/** Moves a running process (all its threads) to one CPU. */
+export function repin(pid: number, cpu: number): void {
+  execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
+}
+
 /** A server process the bench started; its pid is the one whose CPU and memory are read. */
 export interface ServerProcess {
   readonly name: string;
