@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Config, ProviderConfig } from '../config/load.js';
 import { AllCandidatesFailedError, ModelNotFoundError, NoHealthyCandidateError } from '../errors.js';
@@ -17,8 +16,10 @@ import {
   ClientClosedError,
   describeError,
   sendAttempt,
+  type ClientConnection,
   type CommittableResponse,
 } from './upstream-attempt.js';
+import type { RequestBody } from './request-body.js';
 import type { UpstreamPools } from './upstream-pools.js';
 import { UsageReader } from './usage-reader.js';
 
@@ -29,14 +30,14 @@ export interface DispatchRequest {
   readonly model: string;
   readonly stream: boolean;
   /** The client's JSON body; only `model` is rewritten per candidate. */
-  readonly body: Record<string, unknown>;
+  readonly body: RequestBody;
   readonly headers: IncomingHttpHeaders;
   readonly requestId: string;
   /** X-Boo-Source, cleaned of control characters for the record. */
   readonly source: string | null;
   /** performance.now() when the request arrived. */
   readonly receivedAt: number;
-  readonly clientSignal: AbortSignal;
+  readonly client: ClientConnection;
   readonly logger: Logger;
   /** Estimated prompt tokens plus max_tokens, for context fit; only asked when a context size is known. */
   readonly requiredContext: () => number;
@@ -135,14 +136,14 @@ export class DispatchWithFallback {
 
     const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId);
     let lastProblem = 'no candidate could be tried';
-    metrics.overhead.labels('pre_upstream').observe((performance.now() - request.receivedAt) / 1000);
+    metrics.overheadOf('pre_upstream').observe((performance.now() - request.receivedAt) / 1000);
 
     for (const target of targets) {
-      if (request.clientSignal.aborted) break;
+      if (request.client.gone) break;
       const provider = config.providers[target.provider];
       if (!provider) continue;
       const headers = provider.apiKey ? { ...baseHeaders, authorization: `Bearer ${provider.apiKey}` } : baseHeaders;
-      const body = Buffer.from(JSON.stringify({ ...request.body, model: target.model }));
+      const body = request.body.withModel(target.model);
       const sentAt = performance.now();
       let answer: CommittableResponse;
       try {
@@ -156,7 +157,7 @@ export class DispatchWithFallback {
               headers,
               body,
               timeouts: provider.timeouts,
-              clientSignal: request.clientSignal,
+              client: request.client,
               now: Date.now,
             }),
           panic,
@@ -165,7 +166,7 @@ export class DispatchWithFallback {
         if (BreakerRegistry.isRejection(err)) continue; // refused by the breaker: nothing was sent
         const failure = err instanceof AttemptFailedError ? err : new AttemptFailedError('connect_error', describeError(err), { cause: err });
         attempts.push({ candidate: target.id, outcome: failure.outcome, http_status: failure.httpStatus, ms: Math.round(performance.now() - sentAt) });
-        metrics.attempts.labels(target.id, target.provider, failure.outcome).inc();
+        metrics.attemptsOf(target.id, target.provider, failure.outcome).inc();
         if (failure.outcome === 'client_closed') break;
         if (failure.retryAfterUntil !== undefined) fleet.coolDown(target.id, failure.retryAfterUntil);
         lastProblem = `${target.id}: ${failure.message}`;
@@ -175,8 +176,8 @@ export class DispatchWithFallback {
       }
       const outcome = answer.status >= 400 ? 'client_error' : 'ok';
       attempts.push({ candidate: target.id, outcome, http_status: answer.status, ms: answer.ttfbMs });
-      metrics.attempts.labels(target.id, target.provider, outcome).inc();
-      metrics.ttfb.labels(target.id).observe(answer.ttfbMs / 1000);
+      metrics.attemptsOf(target.id, target.provider, outcome).inc();
+      metrics.ttfbOf(target.id).observe(answer.ttfbMs / 1000);
       fleet.recordLatency(target.id, answer.ttfbMs);
       if (provider.type === 'llama-swap' && outcome === 'ok') fleet.markLoaded(provider.name, target.model);
       const relayed = await this.relay(request, res, answer, target, attempts.length);
@@ -191,7 +192,7 @@ export class DispatchWithFallback {
       return;
     }
 
-    if (request.clientSignal.aborted) {
+    if (request.client.gone) {
       record('client_closed', { error: 'client closed the connection before an answer' });
       return;
     }
@@ -220,21 +221,16 @@ export class DispatchWithFallback {
       if (upstreamIsStream) res.flushHeaders();
       if (answer.firstChunk) {
         usage.push(answer.firstChunk);
-        const writable = res.write(answer.firstChunk);
-        this.deps.metrics.overhead.labels('relay').observe((performance.now() - answer.firstByteAt) / 1000);
-        if (!writable) await this.drained(res, answer);
+        // A JSON answer that arrived whole goes out with its head in one write, not two.
+        if (!upstreamIsStream && Number(answer.headers['content-length']) === answer.firstChunk.length) res.end(answer.firstChunk);
+        else res.write(answer.firstChunk);
+        this.deps.metrics.overheadOf('relay').observe((performance.now() - answer.firstByteAt) / 1000);
       }
-      for (;;) {
-        const next = await answer.rest.next();
-        if (next.done) break;
-        answer.touch();
-        usage.push(next.value);
-        if (!res.write(next.value)) await this.drained(res, answer);
-      }
-      res.end();
+      await answer.relayRest(res, (chunk) => usage.push(chunk));
+      if (!res.writableEnded) res.end();
     } catch (err: unknown) {
-      const reason: unknown = answer.signal.reason;
-      if (request.clientSignal.aborted || reason instanceof ClientClosedError) {
+      const reason = answer.abortReason();
+      if (request.client.gone || reason instanceof ClientClosedError) {
         status = 'client_closed';
         error = 'client closed the connection during the answer';
       } else {
@@ -255,12 +251,6 @@ export class DispatchWithFallback {
     return { status, error, usage: usage.read() };
   }
 
-  private async drained(res: ServerResponse, answer: CommittableResponse): Promise<void> {
-    // The idle timer does not run against a client that is slow to read.
-    await once(res, 'drain', { signal: answer.signal });
-    answer.touch();
-  }
-
   private publish(
     request: DispatchRequest,
     createdAt: Date,
@@ -272,9 +262,9 @@ export class DispatchWithFallback {
   ): void {
     const { metrics, sink } = this.deps;
     const durationMs = Math.round(performance.now() - request.receivedAt);
-    metrics.dispatches.labels(label, status).inc();
-    if (attempts.length > 1) metrics.failovers.labels(label).inc();
-    metrics.duration.labels(label, String(request.stream)).observe(durationMs / 1000);
+    metrics.dispatchesOf(label, status).inc();
+    if (attempts.length > 1) metrics.failoversOf(label).inc();
+    metrics.durationOf(label, request.stream).observe(durationMs / 1000);
     const event: DispatchEvent = {
       id: randomUUID(),
       created_at: createdAt.toISOString(),

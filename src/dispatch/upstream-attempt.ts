@@ -1,4 +1,6 @@
+import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Readable, Writable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Timeouts } from '../config/schema.js';
 import type { AttemptOutcome } from '../events/dispatch-event.js';
@@ -34,20 +36,30 @@ export interface CommittableResponse {
   readonly headers: IncomingHttpHeaders;
   /** The first body chunk; null for an empty body. */
   readonly firstChunk: Buffer | null;
-  /** The rest of the body; read it with backpressure. */
-  readonly rest: AsyncIterator<Buffer>;
   /** ms from sending to the first byte. */
   readonly ttfbMs: number;
   /** performance.now() when the first byte arrived. */
   readonly firstByteAt: number;
-  /** Aborted when the upstream request is; its reason says why (idle, total, client closed). */
-  readonly signal: AbortSignal;
+  /** Why the upstream request was aborted (idle, total, client closed); undefined while it was not. */
+  abortReason(): unknown;
+  /**
+   * Relays the rest of the body into `out` with backpressure (the upstream is paused while `out`
+   * is full), passing each chunk to `observe` first and re-arming the idle timer on every chunk
+   * and every drain. Resolves at the body's end; rejects when the upstream breaks or is aborted.
+   */
+  relayRest(out: Writable, observe: (chunk: Buffer) => void): Promise<void>;
   /** Aborts the upstream request; safe to call at any time. */
   abort(reason: Error): void;
-  /** Arms the idle timer again; call on every chunk. */
-  touch(): void;
   /** Clears the timers; call when the relay ends. */
   finish(): void;
+}
+
+/** Tells the attempt that the client went away; the consumer declares it, the HTTP layer implements it. */
+export interface ClientConnection {
+  /** True once the client closed before its response finished. */
+  readonly gone: boolean;
+  /** Calls `listener` when the client goes; returns the unsubscribe function. */
+  onGone(listener: () => void): () => void;
 }
 
 export interface AttemptRequest {
@@ -57,9 +69,25 @@ export interface AttemptRequest {
   readonly headers: OutgoingHttpHeaders;
   readonly body: Buffer | undefined;
   readonly timeouts: Timeouts;
-  /** Fires when the client went away. */
-  readonly clientSignal: AbortSignal;
+  readonly client: ClientConnection;
   readonly now: () => number;
+}
+
+/**
+ * The abort signal undici gets for one attempt: an EventEmitter, which undici accepts in place
+ * of an AbortSignal. An AbortController costs an EventTarget and its listener bookkeeping on
+ * every attempt; nothing but undici listens here.
+ */
+class AttemptAbort extends EventEmitter {
+  aborted = false;
+  reason: unknown = undefined;
+
+  abort(reason: Error): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.emit('abort');
+  }
 }
 
 export class IdleTimeoutError extends Error {
@@ -107,10 +135,10 @@ export function describeError(error: unknown): string {
   return String(error);
 }
 
-function classifyTransportError(error: unknown, controller: AbortController): AttemptFailedError {
-  const reason: unknown = controller.signal.reason;
-  if (controller.signal.aborted && reason instanceof ClientClosedError) return new AttemptFailedError('client_closed', reason.message);
-  if (controller.signal.aborted && (reason instanceof FirstByteTimeoutError || reason instanceof TotalTimeoutError)) {
+function classifyTransportError(error: unknown, signal: AttemptAbort): AttemptFailedError {
+  const reason: unknown = signal.reason;
+  if (signal.aborted && reason instanceof ClientClosedError) return new AttemptFailedError('client_closed', reason.message);
+  if (signal.aborted && (reason instanceof FirstByteTimeoutError || reason instanceof TotalTimeoutError)) {
     return new AttemptFailedError('timeout', reason.message);
   }
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
@@ -128,18 +156,17 @@ function classifyTransportError(error: unknown, controller: AbortController): At
  */
 export async function sendAttempt(request: AttemptRequest): Promise<CommittableResponse> {
   const { timeouts, now } = request;
-  const controller = new AbortController();
+  if (request.client.gone) throw new AttemptFailedError('client_closed', 'client closed the connection');
+  const signal = new AttemptAbort();
   const startedAt = now();
-  const onClientClose = () => controller.abort(new ClientClosedError());
-  if (request.clientSignal.aborted) throw new AttemptFailedError('client_closed', 'client closed the connection');
-  request.clientSignal.addEventListener('abort', onClientClose, { once: true });
+  const unsubscribe = request.client.onGone(() => signal.abort(new ClientClosedError()));
 
-  const totalTimer = setTimeout(() => controller.abort(new TotalTimeoutError(timeouts.totalMs)), timeouts.totalMs);
-  let phaseTimer = setTimeout(() => controller.abort(new FirstByteTimeoutError(timeouts.firstByteMs)), timeouts.firstByteMs);
+  const totalTimer = setTimeout(() => signal.abort(new TotalTimeoutError(timeouts.totalMs)), timeouts.totalMs);
+  let phaseTimer = setTimeout(() => signal.abort(new FirstByteTimeoutError(timeouts.firstByteMs)), timeouts.firstByteMs);
   const release = () => {
     clearTimeout(totalTimer);
     clearTimeout(phaseTimer);
-    request.clientSignal.removeEventListener('abort', onClientClose);
+    unsubscribe();
   };
 
   let response: Dispatcher.ResponseData;
@@ -149,14 +176,14 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
       method: request.method,
       headers: request.headers as Record<string, string>,
       body: request.body ?? null,
-      signal: controller.signal,
+      signal,
       // Our own timers own the first byte and idle budgets: undici's would race them.
       headersTimeout: 0,
       bodyTimeout: 0,
     });
   } catch (err: unknown) {
     release();
-    throw classifyTransportError(err, controller);
+    throw classifyTransportError(err, signal);
   }
 
   const { statusCode: status, headers, body } = response;
@@ -172,13 +199,19 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
     });
   }
 
-  const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  let first: IteratorResult<Buffer>;
+  // One error listener for the body's whole life: an 'error' with no listener would crash the process.
+  let bodyError: unknown;
+  let onBodyError: ((err: unknown) => void) | undefined;
+  body.on('error', (err: unknown) => {
+    bodyError ??= err;
+    onBodyError?.(err);
+  });
+  let firstChunk: Buffer | null;
   try {
-    first = await iterator.next();
+    firstChunk = await readFirstChunk(body, (listener) => (onBodyError = listener));
   } catch (err: unknown) {
     release();
-    const failure = classifyTransportError(err, controller);
+    const failure = classifyTransportError(err, signal);
     if (failure.outcome === 'connect_error') {
       throw new AttemptFailedError('broken_before_first_byte', `upstream body broke before the first byte: ${describeError(err)}`, {
         httpStatus: status,
@@ -191,17 +224,68 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
   const firstByteAt = performance.now();
   const ttfbMs = now() - startedAt;
   clearTimeout(phaseTimer);
-  phaseTimer = setTimeout(() => controller.abort(new IdleTimeoutError(timeouts.idleMs)), timeouts.idleMs);
+  phaseTimer = setTimeout(() => signal.abort(new IdleTimeoutError(timeouts.idleMs)), timeouts.idleMs);
   return {
     status,
     headers,
-    firstChunk: first.done ? null : first.value,
-    rest: iterator,
+    firstChunk,
     ttfbMs,
     firstByteAt,
-    signal: controller.signal,
-    abort: (reason) => controller.abort(reason),
-    touch: () => phaseTimer.refresh(),
+    abortReason: () => signal.reason,
+    relayRest: (out, observe) =>
+      new Promise<void>((resolve, reject) => {
+        if (bodyError !== undefined) return reject(bodyError);
+        if (body.readableEnded) return resolve();
+        const onData = (chunk: Buffer) => {
+          phaseTimer.refresh();
+          observe(chunk);
+          if (!out.write(chunk)) body.pause();
+        };
+        const onDrain = () => {
+          // The idle timer does not run against a client that is slow to read.
+          phaseTimer.refresh();
+          body.resume();
+        };
+        const settle = (err?: unknown) => {
+          body.off('data', onData);
+          body.off('end', settle);
+          out.off('drain', onDrain);
+          onBodyError = undefined;
+          if (err === undefined) resolve();
+          else reject(err);
+        };
+        onBodyError = settle;
+        body.on('data', onData);
+        body.once('end', settle);
+        out.on('drain', onDrain);
+        if (!out.writableNeedDrain) body.resume();
+      }),
+    abort: (reason) => signal.abort(reason),
     finish: release,
   };
+}
+
+/**
+ * The first chunk of a body, leaving the stream paused after it (null when the body ended
+ * empty). Event listeners rather than the async iterator: the iterator costs a promise and a
+ * microtask per chunk.
+ */
+function readFirstChunk(body: Readable, onError: (listener: (err: unknown) => void) => void): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const settle = (chunk: Buffer | null, err?: unknown) => {
+      body.off('data', onData);
+      body.off('end', onEnded);
+      onError(() => {});
+      if (err !== undefined) reject(err);
+      else resolve(chunk);
+    };
+    const onData = (chunk: Buffer) => {
+      body.pause();
+      settle(chunk);
+    };
+    const onEnded = () => settle(null);
+    onError((err) => settle(null, err));
+    body.on('data', onData);
+    body.once('end', onEnded);
+  });
 }

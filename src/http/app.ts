@@ -1,3 +1,4 @@
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/load.js';
@@ -5,16 +6,16 @@ import type { BreakerRegistry } from '../breakers/breaker-registry.js';
 import type { DispatchWithFallback } from '../dispatch/dispatch-with-fallback.js';
 import type { UpstreamPassthrough } from '../dispatch/upstream-passthrough.js';
 import { downstreamResponseHeaders } from '../dispatch/forward-headers.js';
-import { RouteNotFoundError } from '../errors.js';
+import { AuthenticationError, RouteNotFoundError } from '../errors.js';
 import type { ComponentHealth } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
-import type { GatewayMetrics } from '../metrics/registry.js';
+import type { GatewayMetrics, HttpRoute } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
-import { errorMiddleware } from './error-middleware.js';
-import { requireApiKey } from './middleware/auth.js';
-import { readBody } from './middleware/read-body.js';
-import { contextOf, requestContext } from './middleware/request-context.js';
-import { dispatchRoute } from './routes/dispatch.js';
+import { errorMiddleware, sendError } from './error-middleware.js';
+import { isAuthorized, requireApiKey } from './middleware/auth.js';
+import { readBody, receiveBody } from './middleware/read-body.js';
+import { contextOf, openRequestContext, requestContext } from './middleware/request-context.js';
+import { dispatchRoute, serveDispatch } from './routes/dispatch.js';
 import { modelsRoute } from './routes/models.js';
 import { adminCandidatesRoute, healthzRoute, metricsRoute, readyzRoute, type BreakerOrigin } from './routes/operations.js';
 
@@ -31,8 +32,47 @@ export interface AppDeps {
   readonly breakerOrigin: BreakerOrigin;
 }
 
-/** The gateway's Express app. It never listens and never reads the environment. */
-export function createApp(deps: AppDeps): express.Express {
+const dispatchEndpoints = new Map<string, HttpRoute>([
+  ['/v1/chat/completions', 'chat_completions'],
+  ['/v1/completions', 'completions'],
+  ['/v1/embeddings', 'embeddings'],
+]);
+
+/**
+ * The gateway's request handler. It never listens and never reads the environment.
+ *
+ * Dispatch requests (`POST` to the exact paths of {@link dispatchEndpoints}) take a fast path
+ * on plain node:http: request context, auth, bounded body read, parse, dispatch, the same
+ * error answers. Express's router, request/response decoration and middleware chain cost
+ * several times what a whole forward costs, and the hot path needs none of it. Every other
+ * request, and spellings of those paths Express would also accept (case, trailing slash), goes
+ * to the Express app, which serves the same routes.
+ */
+export function createApp(deps: AppDeps): RequestListener {
+  const { config, dispatcher, metrics, logger } = deps;
+  const app = createExpressApp(deps);
+  const rootLogger = () => logger;
+  return (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method !== 'POST') return app(req, res);
+    const url = req.url ?? '';
+    const queryAt = url.indexOf('?');
+    const endpoint = queryAt < 0 ? url : url.slice(0, queryAt);
+    const route = dispatchEndpoints.get(endpoint);
+    if (route === undefined) return app(req, res);
+
+    const context = openRequestContext(req, res, logger, metrics);
+    context.route = route;
+    const current = config();
+    // An unread body is left to node:http, as it is on the Express path.
+    if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return sendError(res, new AuthenticationError(), rootLogger);
+    receiveBody(req, res, current.limits.maxBodyBytes, (error, body) => {
+      if (error) return sendError(res, error, () => context.logger);
+      serveDispatch(dispatcher, endpoint, req, res, context, body).catch((err: unknown) => sendError(res, err, () => context.logger));
+    });
+  };
+}
+
+function createExpressApp(deps: AppDeps): express.Express {
   const { config, fleet, breakers, dispatcher, passthrough, register, metrics, logger } = deps;
   const app = express();
   app.disable('x-powered-by');

@@ -1,8 +1,9 @@
+import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
 import { GatewayError, InvalidRequestError, toOpenAIError } from '../errors.js';
-import type { Logger } from '../shared/logger.js';
 import { contextOf } from './middleware/request-context.js';
+import type { Logger } from '../shared/logger.js';
 
 /** Errors of Express carry an HTTP `status` (e.g. a malformed percent-encoding in the path). */
 function fromFrameworkError(error: unknown): GatewayError | undefined {
@@ -17,30 +18,38 @@ function fromFrameworkError(error: unknown): GatewayError | undefined {
 
 /**
  * The one place where errors become HTTP: GatewayError -> its status and OpenAI error body;
- * ZodError -> 400; anything else -> 500 with a generic message and the full error logged.
+ * ZodError -> 400; anything else -> 500 with a generic message and the full error logged (on
+ * `logger`, the request's own when there is one). Used by the Express error middleware and by
+ * the dispatch fast path alike.
  */
+export function sendError(res: ServerResponse, error: unknown, logger: () => Logger): void {
+  let gatewayError: GatewayError;
+  if (error instanceof GatewayError) {
+    gatewayError = error;
+  } else if (error instanceof ZodError) {
+    const issue = error.issues[0];
+    gatewayError = new InvalidRequestError(
+      issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'invalid request',
+      issue?.path.join('.') || null,
+    );
+  } else {
+    gatewayError =
+      fromFrameworkError(error) ?? new GatewayError('internal error', { code: 'internal_error', status: 500, openaiType: 'api_error' });
+    if (gatewayError.status === 500) logger().error({ err: error }, 'unhandled error');
+  }
+  if (res.headersSent) {
+    // Nothing sensible can follow bytes already sent: end the exchange.
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify(toOpenAIError(gatewayError));
+  res.writeHead(gatewayError.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** {@link sendError} as the Express error middleware. */
 export function errorMiddleware(logger: Logger) {
   return (error: unknown, _req: Request, res: Response, _next: NextFunction): void => {
-    let gatewayError: GatewayError;
-    if (error instanceof GatewayError) {
-      gatewayError = error;
-    } else if (error instanceof ZodError) {
-      const issue = error.issues[0];
-      gatewayError = new InvalidRequestError(
-        issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'invalid request',
-        issue?.path.join('.') || null,
-      );
-    } else {
-      gatewayError =
-        fromFrameworkError(error) ??
-        new GatewayError('internal error', { code: 'internal_error', status: 500, openaiType: 'api_error' });
-      if (gatewayError.status === 500) (res.locals.boo ? contextOf(res).logger : logger).error({ err: error }, 'unhandled error');
-    }
-    if (res.headersSent) {
-      // Nothing sensible can follow bytes already sent: end the exchange.
-      res.destroy();
-      return;
-    }
-    res.status(gatewayError.status).json(toOpenAIError(gatewayError));
+    sendError(res, error, () => (res.locals.boo ? contextOf(res).logger : logger));
   };
 }

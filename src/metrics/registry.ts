@@ -25,6 +25,24 @@ export function createMetricsRegistry(replica: string): Registry {
 export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
 
 /**
+ * Memoises `metric.labels(...)`: prom-client validates the values and builds a labels object on
+ * every call; the hot path asks for the same few children on every request. Label values are
+ * bounded sets (config or fixed), so the cache is too.
+ */
+function childCache<K extends Array<string | number | boolean>, C>(make: (...values: K) => C): (...values: K) => C {
+  const cache = new Map<string, C>();
+  return (...values: K): C => {
+    const key = values.join('\u0001');
+    let child = cache.get(key);
+    if (child === undefined) {
+      child = make(...values);
+      cache.set(key, child);
+    }
+    return child;
+  };
+}
+
+/**
  * Every metric of the gateway process. Label values come from config or fixed sets only; the
  * series of every configured value exist from the start at 0.
  */
@@ -134,8 +152,19 @@ export function createGatewayMetrics(register: Registry, config: Config) {
     }),
   };
 
-  initConfigSeries(metrics, config, undefined);
-  return metrics;
+  const bound = {
+    httpRequestsOf: childCache((route: HttpRoute, code: number) => metrics.httpRequests.labels(route, String(code))),
+    dispatchesOf: childCache((virtualModel: string, status: string) => metrics.dispatches.labels(virtualModel, status)),
+    failoversOf: childCache((virtualModel: string) => metrics.failovers.labels(virtualModel)),
+    attemptsOf: childCache((candidate: string, provider: string, outcome: string) => metrics.attempts.labels(candidate, provider, outcome)),
+    ttfbOf: childCache((candidate: string) => metrics.ttfb.labels(candidate)),
+    durationOf: childCache((virtualModel: string, stream: boolean) => metrics.duration.labels(virtualModel, String(stream))),
+    overheadOf: childCache((phase: 'pre_upstream' | 'relay') => metrics.overhead.labels(phase)),
+  };
+
+  const all = { ...metrics, ...bound };
+  initConfigSeries(all, config, undefined);
+  return all;
 }
 
 /** `provider/model` -> provider, of every candidate of every virtual model. */

@@ -14,14 +14,18 @@ export function isAcceptedKey(key: string, acceptedDigests: readonly Buffer[]): 
   return accepted;
 }
 
+const bearer = /^Bearer\s+(\S+)\s*$/i;
+
+/** True when auth is off (no digests) or the `Authorization` header carries an accepted bearer key. */
+export function isAuthorized(header: string | undefined, acceptedDigests: readonly Buffer[]): boolean {
+  if (acceptedDigests.length === 0) return true;
+  const match = typeof header === 'string' ? bearer.exec(header) : null;
+  return match?.[1] !== undefined && isAcceptedKey(match[1], acceptedDigests);
+}
+
 /** Bearer-key check against `auth.apiKeys`; lets everything through when none are configured. */
 export function requireApiKey(acceptedDigests: () => readonly Buffer[]) {
   return (req: Request, _res: Response, next: NextFunction): void => {
-    const digests = acceptedDigests();
-    if (digests.length === 0) return next();
-    const header = req.headers.authorization;
-    const match = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    if (!match?.[1] || !isAcceptedKey(match[1], digests)) return next(new AuthenticationError());
-    next();
+    next(isAuthorized(req.headers.authorization, acceptedDigests()) ? undefined : new AuthenticationError());
   };
 }

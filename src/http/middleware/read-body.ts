@@ -1,46 +1,63 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import { BodyTooLargeError, InvalidRequestError } from '../../errors.js';
+import { BodyTooLargeError, InvalidRequestError, type GatewayError } from '../../errors.js';
 
 /**
- * Reads the raw request body into `req.body` (a Buffer), up to `maxBytes`. Unlike body-parser,
- * which drains a too-large body to its end before answering, this answers 413 at once (from
- * Content-Length, or as soon as the count passes the limit) and closes the connection, so a
- * client cannot make the gateway read gigabytes.
+ * Reads a raw request body, up to `limit` bytes, and calls `done` once: with the body, or with
+ * the error to answer. Unlike body-parser, which drains a too-large body to its end before
+ * answering, this refuses at once (from Content-Length, or as soon as the count passes the
+ * limit) and closes the connection after the answer, so a client cannot make the gateway read
+ * gigabytes.
  */
+export function receiveBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  limit: number,
+  done: (error: GatewayError | undefined, body: Buffer | undefined) => void,
+): void {
+  const declared = Number(req.headers['content-length']);
+  const refuse = (error: GatewayError) => {
+    req.removeAllListeners('data');
+    req.pause();
+    res.setHeader('connection', 'close');
+    res.once('finish', () => req.socket.destroySoon());
+    done(error, undefined);
+  };
+  if (declared > limit) return refuse(new BodyTooLargeError(limit));
+  let first: Buffer | undefined;
+  let more: Buffer[] | undefined;
+  let size = 0;
+  let settled = false;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > limit) {
+      settled = true;
+      refuse(new BodyTooLargeError(limit));
+    } else if (first === undefined) {
+      first = chunk;
+    } else {
+      (more ??= [first]).push(chunk);
+    }
+  });
+  req.once('end', () => {
+    if (settled) return;
+    settled = true;
+    done(undefined, more ? Buffer.concat(more, size) : (first ?? Buffer.alloc(0)));
+  });
+  req.once('error', (err) => {
+    if (settled) return;
+    settled = true;
+    done(new InvalidRequestError(`request body was not received in full (${err.message})`, null, 'request_aborted'), undefined);
+  });
+}
+
+/** {@link receiveBody} as Express middleware: the raw body lands in `req.body` (a Buffer). */
 export function readBody(maxBytes: () => number) {
   return (req: Request, res: Response, next: NextFunction): void => {
-    const limit = maxBytes();
-    const declared = Number(req.headers['content-length']);
-    const refuse = (error: Error) => {
-      req.removeAllListeners('data');
-      req.pause();
-      res.setHeader('connection', 'close');
-      res.once('finish', () => req.socket.destroySoon());
-      next(error);
-    };
-    if (declared > limit) return refuse(new BodyTooLargeError(limit));
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let settled = false;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        settled = true;
-        refuse(new BodyTooLargeError(limit));
-      } else {
-        chunks.push(chunk);
-      }
-    });
-    req.once('end', () => {
-      if (settled) return;
-      settled = true;
-      req.body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
+    receiveBody(req, res, maxBytes(), (error, body) => {
+      if (error) return next(error);
+      req.body = body;
       next();
-    });
-    req.once('error', (err) => {
-      if (settled) return;
-      settled = true;
-      next(new InvalidRequestError(`request body was not received in full (${err.message})`, null, 'request_aborted'));
     });
   };
 }

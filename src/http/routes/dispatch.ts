@@ -1,31 +1,40 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Request, Response } from 'express';
-import { z } from 'zod';
 import { InvalidRequestError } from '../../errors.js';
 import type { DispatchWithFallback } from '../../dispatch/dispatch-with-fallback.js';
+import { RequestBody } from '../../dispatch/request-body.js';
 import type { HttpRoute } from '../../metrics/registry.js';
 import { estimateRequiredContext } from '../../routing/estimate-context.js';
 import { sanitizeClientText } from '../../shared/logger.js';
-import { contextOf } from '../middleware/request-context.js';
+import { contextOf, type RequestContext } from '../middleware/request-context.js';
 
 // Model names reach upstream bodies and logs: printable, bounded.
-const modelName = z
-  .string({ error: 'is required and must be a string' })
-  .min(1, 'must not be empty')
-  .max(256, 'is longer than 256 characters')
-  .regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters');
+const controlCharacter = /[\u0000-\u001f\u007f]/;
 
-const optionalCount = z.number().int().nonnegative().nullable().optional();
+function invalidType(param: string, expected: string): InvalidRequestError {
+  return new InvalidRequestError(`${param}: Invalid input: expected ${expected}`, param, 'invalid_type');
+}
 
-/** The fields the gateway reads; the rest of the body passes through untouched. */
-const dispatchBody = z.looseObject({
-  model: modelName,
-  stream: z.boolean().nullable().optional(),
-  max_tokens: optionalCount,
-  max_completion_tokens: optionalCount,
-  messages: z.array(z.unknown()).optional(),
-});
+function checkModel(value: unknown): string {
+  const fail = (message: string) => new InvalidRequestError(`model: ${message}`, 'model', 'missing_model');
+  if (typeof value !== 'string') throw fail('is required and must be a string');
+  if (value.length === 0) throw fail('must not be empty');
+  if (value.length > 256) throw fail('is longer than 256 characters');
+  if (controlCharacter.test(value)) throw fail('must not contain control characters');
+  return value;
+}
 
-function parseBody(raw: unknown): z.infer<typeof dispatchBody> {
+function checkCount(document: Record<string, unknown>, param: string): void {
+  const value = document[param];
+  if (value === undefined || value === null) return;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw invalidType(param, 'a non-negative integer');
+}
+
+/**
+ * The fields the gateway reads, checked by hand (this runs on every request); the rest of the
+ * body passes through untouched, as bytes.
+ */
+export function parseDispatchBody(raw: unknown): { body: RequestBody; model: string; stream: boolean } {
   if (!Buffer.isBuffer(raw) || raw.length === 0) throw new InvalidRequestError('request body must be a JSON object', null, 'invalid_body');
   let document: unknown;
   try {
@@ -36,37 +45,52 @@ function parseBody(raw: unknown): z.infer<typeof dispatchBody> {
   if (typeof document !== 'object' || document === null || Array.isArray(document)) {
     throw new InvalidRequestError('request body must be a JSON object', null, 'invalid_body');
   }
-  const result = dispatchBody.safeParse(document);
-  if (!result.success) {
-    const issue = result.error.issues[0]!;
-    const param = issue.path.join('.') || 'body';
-    throw new InvalidRequestError(`${param}: ${issue.message}`, param, param === 'model' ? 'missing_model' : 'invalid_type');
-  }
-  return result.data;
+  const fields = document as Record<string, unknown>;
+  const model = checkModel(fields.model);
+  const stream = fields.stream;
+  if (stream !== undefined && stream !== null && typeof stream !== 'boolean') throw invalidType('stream', 'boolean');
+  checkCount(fields, 'max_tokens');
+  checkCount(fields, 'max_completion_tokens');
+  if (fields.messages !== undefined && !Array.isArray(fields.messages)) throw invalidType('messages', 'array');
+  return { body: new RequestBody(raw, fields, model), model, stream: stream === true };
 }
 
-/** POST /v1/chat/completions, /v1/completions, /v1/embeddings: parse, then dispatch with failover. */
+/** Parses one dispatch request's raw body and serves it with failover. Rejects only before anything was written. */
+export async function serveDispatch(
+  dispatcher: DispatchWithFallback,
+  endpoint: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  context: RequestContext,
+  raw: Buffer | undefined,
+): Promise<void> {
+  const { body, model, stream } = parseDispatchBody(raw);
+  const source = req.headers['x-boo-source'];
+  await dispatcher.handle(
+    {
+      endpoint,
+      model,
+      stream,
+      body,
+      headers: req.headers,
+      requestId: context.requestId,
+      source: typeof source === 'string' ? sanitizeClientText(source) : null,
+      receivedAt: context.receivedAt,
+      client: context,
+      get logger() {
+        return context.logger;
+      },
+      requiredContext: () => estimateRequiredContext(body.document),
+    },
+    res,
+  );
+}
+
+/** POST /v1/chat/completions, /v1/completions, /v1/embeddings as an Express route (off the fast path). */
 export function dispatchRoute(dispatcher: DispatchWithFallback, endpoint: string, route: HttpRoute) {
   return async (req: Request, res: Response): Promise<void> => {
     const context = contextOf(res);
     context.route = route;
-    const body = parseBody(req.body);
-    const source = req.headers['x-boo-source'];
-    await dispatcher.handle(
-      {
-        endpoint,
-        model: body.model,
-        stream: body.stream === true,
-        body,
-        headers: req.headers,
-        requestId: context.requestId,
-        source: typeof source === 'string' ? sanitizeClientText(source) : null,
-        receivedAt: context.receivedAt,
-        clientSignal: context.clientSignal,
-        logger: context.logger,
-        requiredContext: () => estimateRequiredContext(body),
-      },
-      res,
-    );
+    await serveDispatch(dispatcher, endpoint, req, res, context, req.body as Buffer | undefined);
   };
 }

@@ -1,0 +1,105 @@
+import autocannon from 'autocannon';
+import { cpuMicros } from './proc-stats.js';
+
+export interface LoadOptions {
+  readonly url: string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+  readonly connections: number;
+  readonly warmupSeconds: number;
+  readonly seconds: number;
+  /** Processes whose CPU time is read around the measured window. */
+  readonly pids: readonly number[];
+}
+
+export interface LoadResult {
+  readonly requests: number;
+  readonly errors: number;
+  readonly non2xx: number;
+  readonly rps: number;
+  /** Whole response, ms, from hrtime per request (autocannon's own histogram rounds to 1 ms). */
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  /** Request written to first body byte, ms. */
+  readonly ttfbP50Ms: number;
+  readonly ttfbP99Ms: number;
+  /** CPU µs per completed request of each pid in `pids`. */
+  readonly cpuMicrosPerRequest: readonly number[];
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+interface Samples {
+  latency: number[];
+  ttfb: number[];
+  statuses: number;
+}
+
+function run(options: LoadOptions, seconds: number, samples: Samples | undefined): Promise<autocannon.Result> {
+  return new Promise((resolve, reject) => {
+    const instance = autocannon(
+      {
+        url: options.url,
+        method: 'POST',
+        headers: options.headers,
+        body: options.body,
+        connections: options.connections,
+        pipelining: 1,
+        duration: seconds,
+        timeout: 20,
+        setupClient: (client) => {
+          if (!samples) return;
+          let sentAt = 0;
+          let first = true;
+          client.on('request', () => {
+            sentAt = performance.now();
+            first = true;
+          });
+          client.on('body', () => {
+            if (!first) return;
+            first = false;
+            samples.ttfb.push(performance.now() - sentAt);
+          });
+        },
+      },
+      (err, result) => (err ? reject(err) : resolve(result)),
+    );
+    if (samples) {
+      instance.on('response', (_client, status, _bytes, ms) => {
+        samples.latency.push(ms);
+        if (status < 200 || status > 299) samples.statuses++;
+      });
+    }
+  });
+}
+
+/**
+ * Warms the target up, then drives it with autocannon for `seconds` at `connections`, one request
+ * in flight per connection, and reads the servers' CPU time around the measured window only.
+ */
+export async function measureLoad(options: LoadOptions): Promise<LoadResult> {
+  if (options.warmupSeconds > 0) await run(options, options.warmupSeconds, undefined);
+  const samples: Samples = { latency: [], ttfb: [], statuses: 0 };
+  const cpuBefore = options.pids.map(cpuMicros);
+  const startedAt = performance.now();
+  const result = await run(options, options.seconds, samples);
+  const elapsed = (performance.now() - startedAt) / 1000;
+  const cpuAfter = options.pids.map(cpuMicros);
+  const latency = Float64Array.from(samples.latency).sort();
+  const ttfb = Float64Array.from(samples.ttfb).sort();
+  const requests = samples.latency.length;
+  return {
+    requests,
+    errors: result.errors + result.timeouts,
+    non2xx: samples.statuses,
+    rps: requests / elapsed,
+    p50Ms: percentile(latency, 50),
+    p99Ms: percentile(latency, 99),
+    ttfbP50Ms: percentile(ttfb, 50),
+    ttfbP99Ms: percentile(ttfb, 99),
+    cpuMicrosPerRequest: options.pids.map((_, i) => (cpuAfter[i]! - cpuBefore[i]!) / Math.max(1, requests)),
+  };
+}

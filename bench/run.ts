@@ -1,0 +1,294 @@
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { request } from 'undici';
+import { measureLoad } from './load.js';
+import { measureManyStreams } from './many-streams.js';
+import { memory } from './proc-stats.js';
+import { addedMs, renderMarkdown, type BenchReport, type Check, type ScenarioRow, type StreamsRow } from './report.js';
+import {
+  killAllServers,
+  nginxVersion,
+  pinLoadGenerator,
+  repin,
+  startGateway,
+  startNginx,
+  startNodeServer,
+  type ServerProcess,
+} from './servers.js';
+
+/**
+ * `npm run bench`: a mock upstream, then direct / nginx / a no-framework Node forwarder / the
+ * gateway (production entry point, auth on, breakers, metrics, event sink, logging at info),
+ * non-streaming and streaming at 50 connections and at 1, then many slow streams at once.
+ * Loopback only; stops by itself (a hard deadline kills everything it started).
+ */
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '4' },
+    only: { type: 'string' },
+    runs: { type: 'string' },
+    streams: { type: 'string', default: '2000' },
+    'no-streams': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    deadline: { type: 'string', default: '240' },
+  },
+});
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const repoRoot = join(here, '..', '..');
+const resultsDir = join(repoRoot, 'bench', 'results');
+const seconds = Number(args.seconds);
+const deadlineSeconds = Number(args.deadline);
+
+const deadline = setTimeout(() => {
+  process.stderr.write(`bench: still running after ${deadlineSeconds} s; stopping every server it started\n`);
+  killAllServers();
+  process.exit(2);
+}, deadlineSeconds * 1000);
+deadline.unref();
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    killAllServers();
+    process.exit(130);
+  });
+}
+process.once('exit', killAllServers);
+
+function requestBody(stream: boolean, slow = false): string {
+  const document = {
+    model: 'auto:chat',
+    messages: [
+      { role: 'system', content: 'You are a helpful assistant. Answer briefly.' },
+      { role: 'user', content: '' },
+    ],
+    max_tokens: 64,
+    temperature: 0.7,
+    stream,
+    ...(slow ? { bench_slow: true } : {}),
+  };
+  const size = Buffer.byteLength(JSON.stringify(document));
+  document.messages[1]!.content = 'Summarise the following text. '.repeat(40).slice(0, Math.max(0, 1024 - size));
+  return JSON.stringify(document);
+}
+
+function gatewayConfig(upstream: string, keyDigest: string): string {
+  return `# written by npm run bench
+providers:
+  mock:
+    baseUrl: ${upstream}
+    type: openai
+    # The many-streams run holds 2,000 upstream connections open at once.
+    maxConnections: 4096
+  mock-b:
+    baseUrl: ${upstream}
+    type: openai
+virtualModels:
+  auto:chat:
+    strategy: priority
+    candidates:
+      - mock/bench-model
+      - mock-b/bench-model
+auth:
+  apiKeys:
+    - ${keyDigest}
+`;
+}
+
+async function sanityCheck(target: ServerProcess, headers: Record<string, string>): Promise<void> {
+  for (const stream of [false, true]) {
+    const answer = await request(`${target.url}/v1/chat/completions`, { method: 'POST', headers, body: requestBody(stream) });
+    const text = await answer.body.text();
+    const ok = answer.statusCode === 200 && (stream ? text.includes('data: [DONE]') : text.includes('"chat.completion"'));
+    if (!ok) throw new Error(`${target.name} answered ${answer.statusCode} to a ${stream ? 'stream' : 'JSON'} request: ${text.slice(0, 300)}`);
+  }
+}
+
+const scenarios = [
+  { id: 'json c=50', stream: false, connections: 50, seconds },
+  { id: 'json c=1', stream: false, connections: 1, seconds: Math.max(2, Math.round(seconds * 0.6)) },
+  { id: 'sse c=50', stream: true, connections: 50, seconds },
+  { id: 'sse c=1', stream: true, connections: 1, seconds: Math.max(2, Math.round(seconds * 0.6)) },
+];
+
+function commit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function main(): Promise<void> {
+  const startedAt = new Date().toISOString();
+  const loadAtStart = loadavg();
+  const pinning = pinLoadGenerator();
+  const dir = mkdtempSync(join(tmpdir(), 'boo-bench-'));
+  const notes: string[] = [];
+  const only = args.only?.split(',');
+  const wanted = (name: string) => !only || only.includes(name);
+  const key = randomBytes(24).toString('hex');
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` };
+
+  const mock = await startNodeServer(pinning, 'mock', join(here, 'mock-upstream.js'), {}, dir);
+  const targets: ServerProcess[] = [{ ...mock, name: 'direct' }];
+  let nginx: string | undefined;
+  if (wanted('nginx')) {
+    nginx = nginxVersion();
+    if (nginx) targets.push(await startNginx(pinning, mock.url, dir));
+    else notes.push('nginx is not installed: its rows are skipped (apt-get install -y nginx-light to add them).');
+  }
+  if (wanted('floor')) {
+    targets.push(await startNodeServer(pinning, 'floor', join(here, 'floor-forwarder.js'), { UPSTREAM_URL: mock.url }, dir));
+  }
+  let gateway: ServerProcess | undefined;
+  if (wanted('gateway')) {
+    const configPath = join(dir, 'gateway.yaml');
+    writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex')));
+    const profileDir = join(resultsDir, 'profiles');
+    if (args.profile) mkdirSync(profileDir, { recursive: true });
+    gateway = await startGateway(
+      pinning,
+      join(repoRoot, 'dist', 'src', 'main.js'),
+      { BOO_CONFIG: configPath, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench' },
+      dir,
+      args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+    );
+    targets.push(gateway);
+  }
+  for (const target of targets) await sanityCheck(target, headers);
+
+  const rows: ScenarioRow[] = [];
+  const runs = args.runs?.split(',');
+  for (const scenario of scenarios.filter((s) => !runs || runs.includes(s.id.replace(/[ =]/g, '')))) {
+    const body = requestBody(scenario.stream);
+    for (const target of targets) {
+      if (target.name !== 'direct' && !wanted(target.name)) continue;
+      const isDirect = target.name === 'direct';
+      const result = await measureLoad({
+        url: `${target.url}/v1/chat/completions`,
+        headers,
+        body,
+        connections: scenario.connections,
+        warmupSeconds: 1,
+        seconds: scenario.seconds,
+        pids: isDirect ? [mock.pid] : [target.pid, mock.pid],
+      });
+      if (result.errors > 0 || result.non2xx > 0) notes.push(`${scenario.id} ${target.name}: ${result.errors} errors, ${result.non2xx} non-2xx answers`);
+      rows.push({
+        scenario: scenario.id,
+        stream: scenario.stream,
+        connections: scenario.connections,
+        target: target.name,
+        result,
+        cpuMicrosPerRequest: isDirect ? undefined : result.cpuMicrosPerRequest[0],
+        upstreamCpuMicrosPerRequest: result.cpuMicrosPerRequest[isDirect ? 0 : 1]!,
+      });
+      process.stderr.write(`bench: ${scenario.id} ${target.name}: ${Math.round(result.rps)} req/s\n`);
+    }
+  }
+  const peakRssBytes: Record<string, number> = {};
+  for (const target of targets) if (target.name !== 'direct') peakRssBytes[target.name] = memory(target.pid).peakRss;
+
+  const streams: StreamsRow[] = [];
+  if (!args['no-streams']) {
+    const count = Number(args.streams);
+    const body = requestBody(true, true);
+    if (pinning.loadCpu !== undefined) {
+      // 2,000 streams x 10 chunks/s is 20,000 writes/s from the mock alone: on the forwarder's
+      // CPU it would starve the process being measured.
+      repin(mock.pid, pinning.loadCpu);
+      notes.push(`many streams: the mock upstream was moved to CPU ${pinning.loadCpu} (with the load generator) for this run, leaving CPU ${pinning.serverCpu} to the forwarder.`);
+    }
+    // Direct and the gateway only: the floor saturates its CPU at this chunk rate just as the gateway does.
+    for (const target of targets.filter((t) => t.name === 'direct' || t.name === 'gateway')) {
+      const result = await measureManyStreams({
+        url: `${target.url}/v1/chat/completions`,
+        headers,
+        body,
+        streams: count,
+        // 1,000 new connections a second: a faster burst overflows a 511-deep listen backlog
+        // while the event loop is busy relaying, and the kernel resets the excess.
+        batch: 50,
+        batchIntervalMs: 50,
+        pid: target.name === 'direct' ? undefined : target.pid,
+        timeoutMs: 40_000,
+      });
+      if (result.failed > 0) notes.push(`many streams ${target.name}: ${result.failed} failed (${result.firstError})`);
+      streams.push({ target: target.name, result });
+      process.stderr.write(`bench: many streams ${target.name}: ${result.peakOpen} open at once\n`);
+    }
+  }
+
+  const row = (scenario: string, target: string) => rows.find((r) => r.scenario === scenario && r.target === target);
+  const checks: Check[] = [];
+  const gatewayJson = row('json c=50', 'gateway');
+  const floorJson = row('json c=50', 'floor');
+  const cpuRatio = gatewayJson?.cpuMicrosPerRequest && floorJson?.cpuMicrosPerRequest ? gatewayJson.cpuMicrosPerRequest / floorJson.cpuMicrosPerRequest : NaN;
+  checks.push({
+    name: 'gateway CPU per request (json c=50)',
+    target: '≤ 1.6× floor',
+    measured: Number.isFinite(cpuRatio) ? `${cpuRatio.toFixed(2)}× (${Math.round(gatewayJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs)` : '–',
+    pass: Number.isFinite(cpuRatio) ? cpuRatio <= 1.6 : undefined,
+  });
+  const jsonC1 = row('json c=1', 'gateway');
+  const addedJson = jsonC1 ? addedMs(rows, jsonC1, 'p50Ms') : NaN;
+  checks.push({ name: 'added latency, json c=1 (p50)', target: '≤ 0.2 ms', measured: Number.isFinite(addedJson) ? `${addedJson.toFixed(3)} ms` : '–', pass: Number.isFinite(addedJson) ? addedJson <= 0.2 : undefined });
+  const sseC1 = row('sse c=1', 'gateway');
+  const addedTtfb = sseC1 ? addedMs(rows, sseC1, 'ttfbP50Ms') : NaN;
+  checks.push({ name: 'added time to first streamed byte, c=1 (p50)', target: '≤ 0.3 ms', measured: Number.isFinite(addedTtfb) ? `${addedTtfb.toFixed(3)} ms` : '–', pass: Number.isFinite(addedTtfb) ? addedTtfb <= 0.3 : undefined });
+  const many = streams.find((s) => s.target === 'gateway')?.result;
+  const manyRss = many?.rssPeakBytes ?? NaN;
+  checks.push({
+    name: `RSS with ${many?.peakOpen ?? args.streams} streams open`,
+    target: '< 250 MB',
+    measured: Number.isFinite(manyRss) ? `${(manyRss / 1048576).toFixed(1)} MB` : '–',
+    pass: Number.isFinite(manyRss) && many!.peakOpen >= Number(args.streams) ? manyRss < 250 * 1048576 : undefined,
+  });
+
+  for (const target of targets) if (target.name !== 'direct') await target.stop();
+  await mock.stop();
+  const loadAtEnd = loadavg();
+  notes.push(
+    'Latencies are per request from hrtime in the load generator (autocannon); added = forwarder p50 − direct p50 in this run. ' +
+      'CPU = utime+stime of the forwarder process from /proc over the measured window ÷ responses (10 ms tick resolution).',
+    'Shared machine: other processes ran during the bench; the load average above is the noise indicator. Repeat runs before trusting a small difference.',
+  );
+  const report: BenchReport = {
+    startedAt,
+    environment: {
+      node: process.version,
+      cpu: `${cpus()[0]?.model ?? 'unknown'} × ${cpus().length}`,
+      pinning: pinning.note,
+      'load average (1 min) at start / end': `${loadAtStart[0]!.toFixed(2)} / ${loadAtEnd[0]!.toFixed(2)}`,
+      nginx: nginx ?? 'not run',
+      commit: commit(),
+      'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), after 1 s warm-up`,
+      gateway: 'dist/src/main.js: auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
+    },
+    rows,
+    peakRssBytes,
+    streams,
+    checks,
+    notes,
+  };
+  mkdirSync(resultsDir, { recursive: true });
+  const file = join(resultsDir, `bench-${startedAt.replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(report, null, 2));
+  process.stdout.write(`${renderMarkdown(report)}\n\nJSON: ${file}\n`);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    killAllServers();
+    process.exit(1);
+  },
+);
