@@ -141,7 +141,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host, () => {
+    // A deep backlog: bursts of new streams arrive while the event loop relays others, and the
+    // default 511 overflowed at 2,000 new streams/s in the bench (connections reset by the kernel).
+    server.listen({ port: options.port, host: options.host, backlog: 4096 }, () => {
       server.off('error', reject);
       resolve();
     });
