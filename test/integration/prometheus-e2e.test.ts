@@ -18,7 +18,7 @@ import {
   withBoolComparisons,
   type SourcedExpression,
 } from '../support/promql-expressions.js';
-import { createTempDatabase, type TempDatabase } from '../support/temp-database.js';
+import { createScratchDatabase } from '../support/scratch-database.js';
 import { generateTraffic, type TrafficSummary } from '../support/traffic-generator.js';
 
 // SPEC §8 / issue 6: a real Prometheus scrapes a real gateway and a real worker while traffic
@@ -44,7 +44,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 describe('Prometheus over a live gateway and worker', () => {
   const queue = `boo-e2e-${randomUUID()}`;
   let dir: string;
-  let database: TempDatabase;
+  let database: Awaited<ReturnType<typeof createScratchDatabase>>;
   let good: FakeProvider;
   let bad: FakeProvider;
   let worker: BooProcess;
@@ -55,7 +55,7 @@ describe('Prometheus over a live gateway and worker', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'boo-e2e-'));
-    database = await createTempDatabase('boo_e2e');
+    database = await createScratchDatabase();
     good = await startFakeProvider({ name: 'good', models: ['m1'] });
     bad = await startFakeProvider({ name: 'bad', models: ['m1', 'm2'] });
     bad.defaultReply = { kind: 'status', status: 500 };

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as stringifyYaml } from 'yaml';
 import { startBooProcess, type BooProcess } from '../support/boo-process.js';
 import { freePort } from '../support/free-port.js';
-import { createTempDatabase, type TempDatabase } from '../support/temp-database.js';
+import { createScratchDatabase } from '../support/scratch-database.js';
 
 // The README's metrics table (between <!-- metrics:start --> and <!-- metrics:end -->) is what
 // operators build dashboards from: it must list exactly what the gateway and the worker serve.
@@ -61,14 +61,14 @@ function servedMetrics(text: string, into: Map<string, Served>): void {
 describe('README metrics table', () => {
   const queue = `boo-readme-${randomUUID()}`;
   let dir: string;
-  let database: TempDatabase;
+  let database: Awaited<ReturnType<typeof createScratchDatabase>>;
   let gateway: BooProcess;
   let worker: BooProcess;
   const served = new Map<string, Served>();
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'boo-readme-'));
-    database = await createTempDatabase('boo_readme');
+    database = await createScratchDatabase();
     const configPath = join(dir, 'gateway.yaml');
     await writeFile(
       configPath,
