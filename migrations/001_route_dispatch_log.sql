@@ -1,5 +1,5 @@
 -- One row per dispatch (SPEC §7). The seed's columns come first, in the seed's order, then ours.
--- `id` is the event id fixed at the gateway (also the BullMQ job id), so a redelivered event can
+-- `id` is the event id fixed at the gateway (whatever BullMQ job carries it), so a redelivered event can
 -- only ever land on the same row. The table is not partitioned: a partitioned table would need
 -- `created_at` in the key, and the volume of one gateway fleet fits a plain table well.
 CREATE TABLE route_dispatch_log (

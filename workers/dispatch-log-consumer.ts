@@ -4,7 +4,7 @@ import { EventBatcher } from '../src/dispatch-log/event-batcher.js';
 import type { DispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
 import { writeBatch } from '../src/dispatch-log/write-batch.js';
 import { dispatchEventSchema, type DispatchEvent } from '../src/events/dispatch-event.js';
-import { dispatchJobBackoff } from '../src/events/dispatch-queue.js';
+import { dispatchJobBackoff, dispatchJobDataSchema } from '../src/events/dispatch-queue.js';
 import type { DispatchLogMetrics } from '../src/metrics/registry.js';
 import type { Logger } from '../src/shared/logger.js';
 
@@ -14,16 +14,25 @@ export interface DispatchLogConsumerOptions {
   repository: DispatchLogRepository;
   metrics: DispatchLogMetrics;
   logger: Logger;
+  /** Events per insert statement (a batch gathers events across jobs). */
   batchSize: number;
   batchMaxWaitMs: number;
+  /** Events the producer packs into one job (`events.eventsPerJob`): sizes the worker's concurrency. */
+  eventsPerJob: number;
   /** Job lock; a killed worker's jobs go back to the queue after about twice this. */
   lockDurationMs: number;
 }
 
+/** A job in hand: it completes when its last event is committed, fails when any of its batches fails. */
 interface PendingJob {
-  event: DispatchEvent;
+  remaining: number;
   resolve: () => void;
   reject: (err: Error) => void;
+}
+
+interface PendingEvent {
+  event: DispatchEvent;
+  job: PendingJob;
 }
 
 const connectionErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT']);
@@ -34,38 +43,45 @@ function isConnectionError(err: unknown): boolean {
 }
 
 /**
- * The BullMQ consumer of dispatch events: validate -> batch -> one insert -> complete.
+ * The BullMQ consumer of dispatch events: validate each event -> batch across jobs -> one insert
+ * -> complete.
  *
- * Each job's processor returns a promise that settles when the batch holding that job commits,
- * and the worker's concurrency is twice the batch size, so a full batch can fill while the
- * previous one is being inserted. We chose this over manual fetching (`getNextJob` +
+ * A job carries a chunk of events (`dispatchJobs`). Its processor returns a promise that settles
+ * when the batches holding all its events have committed, and the worker takes enough jobs at
+ * once to hold two batches, so a full batch can fill while the previous one is being inserted. We chose this over manual fetching (`getNextJob` +
  * `moveToCompleted`) because BullMQ then keeps doing what manual fetching would have us
  * re-implement: lock renewal while a batch waits, stalled-job recovery after a crash, retries with
  * backoff, the failed set, and a `close()` that waits for the jobs in hand. A job completes only
- * after its row is committed; a crash before that leaves it to the stalled check, and the
- * redelivery is skipped by `ON CONFLICT (id) DO NOTHING`.
+ * after its rows are committed; a crash or a failed batch before that redelivers the whole job,
+ * and the rows already written are skipped by `ON CONFLICT (id) DO NOTHING`.
  */
 export class DispatchLogConsumer {
   readonly #options: DispatchLogConsumerOptions;
   readonly #connection: Redis;
   readonly #worker: Worker<unknown>;
-  readonly #batcher: EventBatcher<PendingJob>;
+  readonly #batcher: EventBatcher<PendingEvent>;
+  readonly #concurrency: number;
+  /** Jobs whose processor has not settled yet. */
+  #jobsInHand = 0;
   #closed: Promise<void> | undefined;
 
   constructor(options: DispatchLogConsumerOptions) {
     this.#options = options;
     const { logger, metrics } = options;
-    this.#batcher = new EventBatcher<PendingJob>({
+    this.#batcher = new EventBatcher<PendingEvent>({
       maxSize: options.batchSize,
       maxWaitMs: options.batchMaxWaitMs,
       onBatch: (batch) => void this.#flush(batch),
     });
+    // Room for about four full batches (two inserting while the next fill), and never so few that
+    // small jobs (a lightly loaded gateway sends a few events per job) starve the batch.
+    this.#concurrency = Math.max(50, Math.ceil((4 * options.batchSize) / options.eventsPerJob));
     // Workers need `maxRetriesPerRequest: null`: their blocking fetch must wait through reconnections.
     this.#connection = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
     this.#connection.on('error', (err: Error) => logger.debug({ err: err.message }, 'worker: redis connection error'));
     this.#worker = new Worker(options.queueName, (job) => this.#process(job), {
       connection: this.#connection,
-      concurrency: options.batchSize * 2,
+      concurrency: this.#concurrency,
       lockDuration: options.lockDurationMs,
       stalledInterval: options.lockDurationMs,
       // A job that was active in a worker killed several times in a row is suspect; it goes to the failed set.
@@ -79,7 +95,7 @@ export class DispatchLogConsumer {
       lastErrorLog = Date.now();
     });
     this.#worker.on('failed', (job: Job | undefined, err: Error) => {
-      if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) logger.error({ jobId: job.id, err: err.message }, 'worker: job failed for good; kept in the failed set');
+      if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) logger.error({ jobId: job.id, err: err.message }, 'worker: job failed for good; kept in the failed set with its events');
     });
   }
 
@@ -102,16 +118,40 @@ export class DispatchLogConsumer {
   }
 
   #process(job: Job<unknown>): Promise<void> {
-    const parsed = dispatchEventSchema.safeParse(job.data);
-    if (!parsed.success) {
-      this.#options.metrics.invalid.inc();
-      this.#options.logger.warn({ jobId: job.id, issues: parsed.error.issues.slice(0, 3) }, 'worker: invalid dispatch event rejected');
-      return Promise.reject(new UnrecoverableError(`invalid dispatch event: ${parsed.error.issues[0]?.message ?? 'schema mismatch'}`));
+    const { logger, metrics } = this.#options;
+    const data = dispatchJobDataSchema.safeParse(job.data);
+    if (!data.success) {
+      // Not a chunk of events at all (another producer, another version): kept in the failed set.
+      metrics.invalid.inc();
+      logger.warn({ jobId: job.id, issues: data.error.issues.slice(0, 3) }, 'worker: invalid dispatch job rejected');
+      return Promise.reject(new UnrecoverableError(`invalid dispatch job: ${data.error.issues[0]?.message ?? 'not a chunk of events'}`));
     }
-    return new Promise<void>((resolve, reject) => this.#batcher.add({ event: parsed.data, resolve, reject }));
+    const events: DispatchEvent[] = [];
+    data.data.events.forEach((raw, index) => {
+      const parsed = dispatchEventSchema.safeParse(raw);
+      if (parsed.success) {
+        events.push(parsed.data);
+        return;
+      }
+      // Retrying cannot fix it, and failing the job would hold its valid neighbours hostage.
+      metrics.invalid.inc();
+      logger.warn({ jobId: job.id, index, eventId: eventIdOf(raw), issues: parsed.error.issues.slice(0, 3) }, 'worker: invalid dispatch event dropped');
+    });
+    if (events.length === 0) return Promise.resolve();
+    this.#jobsInHand += 1;
+    const done = new Promise<void>((resolve, reject) => {
+      const pending: PendingJob = { remaining: events.length, resolve, reject };
+      for (const event of events) this.#batcher.add({ event, job: pending });
+    });
+    // With every slot taken no other job can join the open batch before a commit: waiting out
+    // its age bound would only add lag.
+    if (this.#jobsInHand >= this.#concurrency) this.#batcher.flush();
+    return done.finally(() => {
+      this.#jobsInHand -= 1;
+    });
   }
 
-  async #flush(batch: PendingJob[]): Promise<void> {
+  async #flush(batch: PendingEvent[]): Promise<void> {
     const { logger, metrics, repository } = this.#options;
     const events = batch.map((pending) => pending.event);
     const started = performance.now();
@@ -123,24 +163,31 @@ export class DispatchLogConsumer {
       metrics.inserted.inc(result.inserted);
       const refused = new Map(result.rejected.map(({ index, error }) => [index, error]));
       const now = Date.now();
-      batch.forEach((pending, index) => {
+      batch.forEach(({ event, job }, index) => {
         const error = refused.get(index);
         if (error === undefined) {
-          metrics.lag.observe((now - Date.parse(pending.event.created_at)) / 1000);
-          pending.resolve();
-          return;
+          metrics.lag.observe((now - Date.parse(event.created_at)) / 1000);
+        } else {
+          metrics.invalid.inc();
+          logger.warn({ eventId: event.id, err: error instanceof Error ? error.message : String(error) }, 'worker: dispatch event refused by the database; dropped');
         }
-        metrics.invalid.inc();
-        const message = error instanceof Error ? error.message : String(error);
-        logger.warn({ eventId: pending.event.id, err: message }, 'worker: dispatch event refused by the database');
-        pending.reject(new UnrecoverableError(`refused by the database: ${message}`));
+        job.remaining -= 1;
+        if (job.remaining === 0) job.resolve();
       });
     } catch (err: unknown) {
       metrics.batches.labels('error').inc();
       metrics.errors.labels(isConnectionError(err) ? 'connection' : 'insert').inc();
-      logger.warn({ err: err instanceof Error ? err.message : String(err), events: batch.length }, 'worker: batch insert failed; jobs will be retried');
+      logger.warn({ err: err instanceof Error ? err.message : String(err), events: batch.length }, 'worker: batch insert failed; its jobs will be retried');
       const failure = err instanceof Error ? err : new Error(String(err));
-      for (const pending of batch) pending.reject(failure);
+      // The job is retried whole; its events in other batches may still land, and the redelivery skips them.
+      for (const job of new Set(batch.map((pending) => pending.job))) job.reject(failure);
     }
   }
+}
+
+/** The `id` of something that failed validation, if it has a printable one (for the log line). */
+function eventIdOf(raw: unknown): string | undefined {
+  if (typeof raw !== 'object' || raw === null || !('id' in raw)) return undefined;
+  const id = (raw as { id: unknown }).id;
+  return typeof id === 'string' ? id.slice(0, 64) : undefined;
 }

@@ -71,6 +71,7 @@ async function main(): Promise<void> {
     logger,
     batchSize: config.events.batchSize,
     batchMaxWaitMs: config.events.batchMaxWaitMs,
+    eventsPerJob: config.events.eventsPerJob,
     lockDurationMs: env.BOO_WORKER_LOCK_MS,
   });
   // Queue depth for /metrics, read on scrape through a connection that fails fast.

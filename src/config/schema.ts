@@ -84,8 +84,11 @@ export const configFileSchema = z
         maxBuffered: z.number().int().positive().default(100_000),
         /** Upper bound of the spool file; beyond it events are dropped and counted. */
         spoolMaxBytes: z.number().int().positive().default(256 * 1024 * 1024),
-        batchSize: z.number().int().positive().default(500),
+        /** Worker batch (one insert statement), in events; also the producer's events per `addBulk`. */
+        batchSize: z.number().int().positive().default(1_000),
         batchMaxWaitMs: positiveMs.default(200),
+        /** Events packed into one BullMQ job: each job costs Redis two Lua scripts whatever its size. */
+        eventsPerJob: z.number().int().positive().max(1_000).default(200),
       })
       .prefault({}),
   });

@@ -5,7 +5,7 @@ import type { Logger } from '../shared/logger.js';
 import type { GatewayMetrics } from '../metrics/registry.js';
 import type { DispatchEvent } from './dispatch-event.js';
 import type { ComponentHealth, EventSink } from './event-sink.js';
-import { dispatchJobName, dispatchJobOptions } from './dispatch-queue.js';
+import { dispatchJobs } from './dispatch-queue.js';
 import type { Spool } from './spool.js';
 
 export interface BullmqSinkOptions {
@@ -19,6 +19,8 @@ export interface BullmqSinkOptions {
   maxBuffered: number;
   /** Events per `addBulk`. */
   chunkSize: number;
+  /** Events per BullMQ job inside an `addBulk` (see `dispatchJobs`). */
+  eventsPerJob: number;
   /** Longest time an event waits in memory before its micro-batch is sent. */
   flushDelayMs?: number;
   /** Bound of every Redis command; a slower Redis counts as down and events go to the spool. */
@@ -29,8 +31,9 @@ export interface BullmqSinkOptions {
 
 /**
  * The producer side of the dispatch log: `publish` only appends to an in-memory buffer; a
- * background pump sends micro-batches with `addBulk` (job id = event id) and, when Redis is down,
- * slow or refuses a batch, appends them to the spool instead. While the spool holds anything, new
+ * background pump sends micro-batches with `addBulk`, `eventsPerJob` events to a job (job id derived
+ * from the event ids, see `dispatchJobs`) and, when Redis is down, slow or refuses a batch, appends
+ * them to the spool instead. While the spool holds anything, new
  * events queue up behind it so the queue receives events in publication order.
  */
 export class BullmqSink implements EventSink {
@@ -184,11 +187,11 @@ export class BullmqSink implements EventSink {
   /** One `addBulk`; false (and Redis considered out for a second) when it fails or is too slow. */
   async #enqueue(events: readonly DispatchEvent[]): Promise<boolean> {
     const { logger, metrics, commandTimeoutMs } = this.#options;
-    const jobs = events.map((event) => ({ name: dispatchJobName, data: event, opts: { ...dispatchJobOptions, jobId: event.id } }));
+    const jobs = dispatchJobs(events, this.#options.eventsPerJob);
     try {
       const added = this.#queue.addBulk(jobs);
       // A backstop over the per-command timeout: if the call still succeeds after we gave up,
-      // the spooled copy is replayed later under the same job id and lands on the same row.
+      // the spooled copy is replayed later (perhaps chunked otherwise) and lands on the same rows.
       const outcome = await Promise.race([added.then(() => 'added' as const), sleep(commandTimeoutMs * 2, 'timeout' as const, { ref: false })]);
       if (outcome === 'timeout') {
         added.catch(() => undefined);

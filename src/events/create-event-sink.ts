@@ -44,6 +44,7 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
       logger: log,
       maxBuffered: config.events.maxBuffered,
       chunkSize: config.events.batchSize,
+      eventsPerJob: config.events.eventsPerJob,
       ...(probe ? { databaseHealth: probe.health } : {}),
     });
     if (!probe) return sink;

@@ -102,6 +102,7 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
       logger: testLogger,
       batchSize: 100,
       batchMaxWaitMs: 50,
+      eventsPerJob: 100,
       // A job fetched just as Redis went away is recovered by the stalled check, after about twice this.
       lockDurationMs: 5_000,
     });

@@ -67,6 +67,7 @@ describe('dispatch log under failures: exactly N rows', () => {
       logger: testLogger,
       batchSize: 200,
       batchMaxWaitMs: 50,
+      eventsPerJob: 100,
       // A job fetched just as Redis went away is recovered by the stalled check, after about twice this.
       lockDurationMs: 5_000,
     });

@@ -7,10 +7,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
 import { migrate } from '../../src/dispatch-log/migrate.js';
 import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
-import { dispatchJobName, dispatchJobOptions } from '../../src/events/dispatch-queue.js';
+import type { DispatchEvent } from '../../src/events/dispatch-event.js';
+import { dispatchJobName, dispatchJobOptions, dispatchJobs } from '../../src/events/dispatch-queue.js';
 import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { makeDispatchEvent, makeDispatchEvents } from '../support/dispatch-events.js';
+import { freePort } from '../support/free-port.js';
 import { countRows, counterValue, createTestSink, testLogger } from '../support/pipeline-fixtures.js';
 import { createScratchDatabase, waitFor } from '../support/scratch-database.js';
 
@@ -52,6 +54,7 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
       logger: testLogger,
       batchSize,
       batchMaxWaitMs: 50,
+      eventsPerJob: 100,
       lockDurationMs: 30_000,
     });
     cleanups.push(() => consumer.close());
@@ -88,7 +91,17 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     expect(counts).toEqual({ waiting: 0, active: 0, delayed: 0, failed: 0, completed: 0 });
   });
 
-  it('lands a redelivered event on its existing row', async () => {
+  function openQueue(): Queue {
+    const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
+    const queue = new Queue(queueName, { connection });
+    cleanups.push(async () => {
+      await queue.close();
+      connection.disconnect();
+    });
+    return queue;
+  }
+
+  it('lands a redelivered event on its existing row, whatever job carries it', async () => {
     queueName = `test-${randomUUID()}`;
     const { sink } = await startSink();
     startConsumer();
@@ -97,36 +110,97 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     await waitFor(() => countRows(db), (c) => c.rows >= 50, 20_000, '50 rows');
     // The same ids again (a spool replay after a partial addBulk, a retried job): no new rows.
     for (const event of events) sink.publish(event);
+    // ...and the same events cut into other chunks, so other job ids, as a replay may cut them.
+    await openQueue().addBulk(dispatchJobs(events.slice(5), 7));
     const marker = makeDispatchEvent();
     sink.publish(marker);
     await waitFor(() => countRows(db), (c) => c.rows >= 51, 20_000, 'the marker row');
+    const queue = openQueue();
+    await waitFor(() => queue.getJobCounts('waiting', 'active'), (c) => c['waiting'] === 0 && c['active'] === 0, 20_000, 'the queue drained');
     expect(await countRows(db)).toEqual({ rows: 51, distinct: 51 });
   });
 
-  it('rejects an invalid payload without retry and keeps it in the failed set; a row Postgres refuses fails alone', async () => {
+  it('adds a chunk re-sent while its job still exists only once (job id derived from the event ids)', async () => {
     queueName = `test-${randomUUID()}`;
-    const { register } = startConsumer(50);
-    const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
-    const queue = new Queue(queueName, { connection });
-    cleanups.push(async () => {
-      await queue.close();
-      connection.disconnect();
-    });
+    const queue = openQueue();
+    const events = makeDispatchEvents(250);
+    await queue.addBulk(dispatchJobs(events, 100));
+    await queue.addBulk(dispatchJobs(events, 100));
+    expect(await queue.getJobCounts('waiting')).toEqual({ waiting: 3 });
+    const { register } = startConsumer();
+    await waitFor(() => countRows(db), (c) => c.rows >= 250, 20_000, '250 rows');
+    await waitFor(() => queue.getJobCounts('waiting', 'active'), (c) => c['waiting'] === 0 && c['active'] === 0, 20_000, 'the queue drained');
+    expect(await countRows(db)).toEqual({ rows: 250, distinct: 250 });
+    expect(await counterValue(register, 'boo_events_inserted_total')).toBe(250);
+  });
+
+  it('validates each event of a job on its own: bad events are counted and dropped, the job completes with the rest', async () => {
+    queueName = `test-${randomUUID()}`;
+    // Batches of 10 events: the chunk of 32 spans four of them and completes only after the last commits.
+    const { register } = startConsumer(10);
+    const queue = openQueue();
     const good = makeDispatchEvents(30);
     const refused = makeDispatchEvent({ request_id: 'nul\u0000byte' });
-    const jobs = [...good.slice(0, 15), refused, ...good.slice(15)].map((event) => ({ name: dispatchJobName, data: event, opts: { ...dispatchJobOptions, jobId: event.id } }));
-    jobs.push({ name: dispatchJobName, data: { ...makeDispatchEvent(), status: 'exploded' } as never, opts: { ...dispatchJobOptions, jobId: randomUUID() } });
-    await queue.addBulk(jobs);
+    const invalid = { ...makeDispatchEvent(), status: 'exploded' } as unknown as DispatchEvent;
+    const chunk = dispatchJobs([...good.slice(0, 15), refused, ...good.slice(15), invalid], 100);
+    expect(chunk).toHaveLength(1);
+    // Not a chunk at all (the one-event jobs of earlier versions, another producer): the whole job is refused.
+    const notAChunk = { name: dispatchJobName, data: makeDispatchEvent() as never, opts: { ...dispatchJobOptions, jobId: 'not-a-chunk' } };
+    await queue.addBulk([...chunk, notAChunk]);
 
     await waitFor(() => countRows(db), (c) => c.rows >= 30, 20_000, '30 good rows');
-    const failed = await waitFor(() => queue.getFailed(), (list) => list.length >= 2, 10_000, 'two failed jobs');
-    expect(failed.map((job) => job.attemptsMade)).toEqual([1, 1]);
-    expect(failed.map((job) => job.failedReason).sort()).toEqual([
-      expect.stringMatching(/^invalid dispatch event/),
-      expect.stringMatching(/^refused by the database/),
-    ]);
+    const counts = await waitFor(
+      () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'),
+      (c) => c['waiting'] === 0 && c['active'] === 0 && c['failed'] === 1,
+      10_000,
+      'the chunk completed and the other job failed',
+    );
+    expect(counts).toEqual({ waiting: 0, active: 0, delayed: 0, failed: 1, completed: 0 });
+    const [failed] = await queue.getFailed();
+    expect(failed!.id).toBe('not-a-chunk');
+    expect(failed!.attemptsMade).toBe(1);
+    expect(failed!.failedReason).toMatch(/^invalid dispatch job/);
     expect(await countRows(db)).toEqual({ rows: 30, distinct: 30 });
-    expect(await counterValue(register, 'boo_events_invalid_total')).toBe(2);
+    const { rows } = await db.query<{ id: string }>('SELECT id FROM route_dispatch_log ORDER BY id');
+    expect(rows.map((row) => row.id)).toEqual(good.map((event) => event.id).sort());
+    // The refused row, the invalid event and the job that is not a chunk.
+    expect(await counterValue(register, 'boo_events_invalid_total')).toBe(3);
     expect(await counterValue(register, 'boo_events_inserted_total')).toBe(30);
+  });
+
+  it('Postgres errors: the job is retried with backoff, then kept in the failed set with all its events', async () => {
+    queueName = `test-${randomUUID()}`;
+    // Nothing listens there: every insert fails with a connection error.
+    const unreachable = createPostgresDatabase(`postgres://root@127.0.0.1:${await freePort()}/nowhere`, testLogger, { maxConnections: 1 });
+    cleanups.push(() => unreachable.close());
+    const register = new Registry();
+    const consumer = new DispatchLogConsumer({
+      redisUrl,
+      queueName,
+      repository: createDispatchLogRepository(unreachable),
+      metrics: createDispatchLogMetrics(register),
+      logger: testLogger,
+      batchSize: 200,
+      batchMaxWaitMs: 50,
+      eventsPerJob: 100,
+      lockDurationMs: 30_000,
+    });
+    cleanups.push(() => consumer.close());
+    const queue = openQueue();
+    const events = makeDispatchEvents(150);
+    // Three attempts instead of forty, so the test does not wait half an hour.
+    await queue.addBulk(dispatchJobs(events, 100).map((job) => ({ ...job, opts: { ...job.opts, attempts: 3 } })));
+
+    const failed = await waitFor(() => queue.getFailed(), (list) => list.length >= 2, 20_000, 'both jobs in the failed set');
+    expect(failed.map((job) => job.attemptsMade)).toEqual([3, 3]);
+    for (const job of failed) {
+      expect(job.failedReason).toMatch(/ECONNREFUSED/);
+      // Two backoffs (500 ms and 1 s, minus 20 % jitter) between the three attempts.
+      expect(job.finishedOn! - job.timestamp).toBeGreaterThanOrEqual(1_200);
+    }
+    expect(failed.flatMap((job) => (job.data as { events: DispatchEvent[] }).events).map((event) => event.id).sort()).toEqual(events.map((event) => event.id).sort());
+    expect(await queue.getJobCounts('waiting', 'active', 'delayed')).toEqual({ waiting: 0, active: 0, delayed: 0 });
+    expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBeGreaterThanOrEqual(3);
+    expect(await counterValue(register, 'boo_events_inserted_total')).toBe(0);
   });
 });

@@ -15,13 +15,16 @@ export function testConfig(): Config {
   return buildConfig({ providers: { a: { baseUrl: 'http://127.0.0.1:1' } }, virtualModels: { 'auto:chat': { candidates: ['a/m'] } } }, 'test', {});
 }
 
-/** A producer sink as the gateway builds it in Redis mode, with its spool in `spoolDir` (a new temp dir by default). */
-export async function createTestSink(redisUrl: string, queueName: string, spoolDir?: string): Promise<{ sink: BullmqSink; metrics: GatewayMetrics; register: Registry; spoolDir: string }> {
+/**
+ * A producer sink as the gateway builds it in Redis mode, with its spool in `spoolDir` (a new temp
+ * dir by default), packing `eventsPerJob` events to a job (the config default unless given).
+ */
+export async function createTestSink(redisUrl: string, queueName: string, spoolDir?: string, eventsPerJob = testConfig().events.eventsPerJob): Promise<{ sink: BullmqSink; metrics: GatewayMetrics; register: Registry; spoolDir: string }> {
   const register = new Registry();
   const metrics = createGatewayMetrics(register, testConfig());
   const directory = spoolDir ?? (await mkdtemp(join(tmpdir(), 'boo-spool-')));
   const spool = await Spool.open({ directory, maxBytes: 64 * 1024 * 1024 });
-  const sink = new BullmqSink({ redisUrl, queueName, spool, metrics, logger: testLogger, maxBuffered: 100_000, chunkSize: 500, commandTimeoutMs: 1_000 });
+  const sink = new BullmqSink({ redisUrl, queueName, spool, metrics, logger: testLogger, maxBuffered: 100_000, chunkSize: 500, eventsPerJob, commandTimeoutMs: 1_000 });
   return { sink, metrics, register, spoolDir: directory };
 }
 
