@@ -5,7 +5,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeFleet } from '../support/fake-provider.js';
 import { waitFor } from '../support/gateway-harness.js';
-import { repoRoot, startNodeProcess, type RunningProcess } from '../support/processes.js';
+import { entryPoints, startNodeProcess, type RunningProcess } from '../support/processes.js';
 
 describe('config reload of a running gateway process', () => {
   let fleet: Awaited<ReturnType<typeof startFakeFleet<'a' | 'b'>>>;
@@ -38,7 +38,7 @@ describe('config reload of a running gateway process', () => {
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a' }, b: { name: 'b' } });
     writeConfig(['a/m1', 'b/m1']);
-    gateway = startNodeProcess(join(repoRoot, 'dist/src/main.js'), { PORT: '0', HOST: '127.0.0.1', BOO_CONFIG: path, BOO_DATA_DIR: dir });
+    gateway = startNodeProcess(entryPoints.gateway, { PORT: '0', HOST: '127.0.0.1', BOO_CONFIG: path, BOO_DATA_DIR: dir });
     url = (JSON.parse(await gateway.waitForLine(/boo-gateway listening/, 20_000)) as { url: string }).url;
   });
 

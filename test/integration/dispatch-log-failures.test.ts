@@ -14,7 +14,7 @@ import { countRows, counterValue, createTestSink, testLogger } from '../support/
 import { createScratchDatabase, waitFor } from '../support/scratch-database.js';
 import { startThrowawayPostgres, type ThrowawayPostgres } from '../support/throwaway-postgres.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
-import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
+import { startBooProcess, type RunningProcess } from '../support/processes.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -84,9 +84,12 @@ describe('dispatch log under failures: exactly N rows', () => {
     return created;
   }
 
-  async function startWorker(extraEnv: Record<string, string> = {}): Promise<WorkerProcess> {
-    const worker = await startWorkerProcess({ REDIS_URL: redis.url, DATABASE_URL: scratch.url, BOO_QUEUE: queueName, BOO_WORKER_LOCK_MS: '2000', ...extraEnv });
-    cleanups.push(() => worker.stop('SIGKILL'));
+  async function startWorker(extraEnv: Record<string, string> = {}): Promise<RunningProcess> {
+    const worker = await startBooProcess({
+      kind: 'worker',
+      env: { REDIS_URL: redis.url, DATABASE_URL: scratch.url, BOO_QUEUE: queueName, BOO_WORKER_LOCK_MS: '2000', ...extraEnv },
+    });
+    cleanups.push(() => worker.stop(0, 'SIGKILL'));
     return worker;
   }
 
@@ -130,7 +133,7 @@ describe('dispatch log under failures: exactly N rows', () => {
     const worker = await startWorker();
     for (const event of makeDispatchEvents(10_000)) sink.publish(event);
     const mid = await waitFor(() => countRows(db), (c) => c.rows > 0, 30_000, 'the first rows');
-    await worker.stop('SIGKILL');
+    await worker.stop(0, 'SIGKILL');
     expect(mid.rows).toBeLessThan(10_000);
     const afterKill = await countRows(db);
     await startWorker();
@@ -163,8 +166,8 @@ describe('dispatch log under failures: exactly N rows', () => {
     }));
     expect(inserted.every((n) => n > 0)).toBe(true);
     expect(inserted[0]! + inserted[1]!).toBe(10_000);
-    expect(await a.stop('SIGTERM')).toBe(0);
-    expect(await b.stop('SIGTERM')).toBe(0);
+    expect(await a.stop()).toBe(0);
+    expect(await b.stop()).toBe(0);
   }, 120_000);
 
   describe('with a Postgres of its own', () => {

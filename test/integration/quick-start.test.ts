@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
-import { repoRoot, startNodeProcess, type RunningProcess } from '../support/processes.js';
+import { entryPoints, startNodeProcess, type RunningProcess } from '../support/processes.js';
 
-const gatewayScript = join(repoRoot, 'dist/src/main.js');
+const gatewayScript = entryPoints.gateway;
 
 describe('npm start (the built gateway process)', () => {
   const started: RunningProcess[] = [];

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as stringifyYaml } from 'yaml';
-import { startBooProcess, type BooProcess } from '../support/boo-process.js';
+import { startBooProcess, type RunningProcess } from '../support/processes.js';
 import { freePort } from '../support/free-port.js';
 import { createScratchDatabase } from '../support/scratch-database.js';
 
@@ -62,8 +62,8 @@ describe('README metrics table', () => {
   const queue = `boo-readme-${randomUUID()}`;
   let dir: string;
   let database: Awaited<ReturnType<typeof createScratchDatabase>>;
-  let gateway: BooProcess;
-  let worker: BooProcess;
+  let gateway: RunningProcess;
+  let worker: RunningProcess;
   const served = new Map<string, Served>();
 
   beforeAll(async () => {

@@ -7,10 +7,10 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeProvider, type FakeProvider, type ReceivedRequest } from '../support/fake-provider.js';
 import { waitFor } from '../support/gateway-harness.js';
-import { repoRoot, startNodeProcess, type RunningProcess } from '../support/processes.js';
+import { entryPoints, startNodeProcess, type RunningProcess } from '../support/processes.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
 
-const gatewayScript = join(repoRoot, 'dist/src/main.js');
+const gatewayScript = entryPoints.gateway;
 const resetTimeoutMs = 400;
 const failing = 'x/m1';
 
