@@ -16,7 +16,8 @@ import { createDispatchLogMetrics } from '../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../workers/dispatch-log-consumer.js';
 import { makeDispatchEvents } from '../test/support/dispatch-events.js';
 import { countRows, counterValue, createTestSink, testConfig, testLogger } from '../test/support/pipeline-fixtures.js';
-import { createScratchDatabase, waitFor } from '../test/support/scratch-database.js';
+import { createScratchDatabase } from '../test/support/scratch-database.js';
+import { waitForValue } from '../test/support/wait-for.js';
 
 const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const drainEvents = Number(process.env['BENCH_EVENTS'] ?? 100_000);
@@ -57,7 +58,7 @@ async function main(): Promise<void> {
     const consumer = startConsumer(drainQueueName, register);
     // Watched through the worker's own counter: polling count(*) on the growing table would take
     // Postgres CPU away from the inserts being timed. The table is checked once at the end.
-    await waitFor(() => counterValue(register, 'boo_events_inserted_total'), (n) => n >= drainEvents, 600_000, 'the drain');
+    await waitForValue(() => counterValue(register, 'boo_events_inserted_total'), (n) => n >= drainEvents, 600_000, 'the drain');
     const seconds = (performance.now() - started) / 1000;
     await consumer.close();
     const stored = await countRows(db);
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
       const wait = begin + (tick + 1) * 10 - performance.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     }
-    await waitFor(() => countRows(db), (c) => c.rows >= total, 120_000, 'the steady run');
+    await waitForValue(() => countRows(db), (c) => c.rows >= total, 120_000, 'the steady run');
     const { rows } = await db.query<{ p50: number; p99: number; max: number }>(
       `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) AS p99, max(lag) AS max
        FROM (SELECT extract(epoch FROM inserted_at - created_at) AS lag FROM route_dispatch_log) l`,

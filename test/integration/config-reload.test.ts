@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeFleet } from '../support/fake-provider.js';
-import { waitFor } from '../support/gateway-harness.js';
+import { waitFor } from '../support/wait-for.js';
 import { entryPoints, startNodeProcess, type RunningProcess } from '../support/processes.js';
 
 describe('config reload of a running gateway process', () => {

@@ -9,7 +9,8 @@ import { createEventSink } from '../../src/events/create-event-sink.js';
 import { createGatewayMetrics } from '../../src/metrics/registry.js';
 import { makeDispatchEvents } from '../support/dispatch-events.js';
 import { countRows, counterValue, testConfig, testLogger } from '../support/pipeline-fixtures.js';
-import { createScratchDatabase, waitFor } from '../support/scratch-database.js';
+import { createScratchDatabase } from '../support/scratch-database.js';
+import { waitForValue } from '../support/wait-for.js';
 
 describe('createEventSink without REDIS_URL (embedded mode)', () => {
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -47,7 +48,7 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
     for (const event of makeDispatchEvents(800)) sink.publish(event);
     const db = createPostgresDatabase(scratch.url, testLogger);
     cleanups.push(() => db.close());
-    await waitFor(() => countRows(db), (c) => c.rows >= 800, 20_000, '800 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 800, 20_000, '800 rows');
     expect(sink.health()).toEqual({ redis: 'embedded', database: 'ok' });
     await sink.close();
     expect(await countRows(db)).toEqual({ rows: 800, distinct: 800 });
@@ -61,14 +62,14 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
     // A database that does not answer: nothing can be written before shutdown.
     const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir, DATABASE_URL: 'postgres://root@127.0.0.1:1/none' });
     for (const event of makeDispatchEvents(300)) sink.publish(event);
-    await waitFor(async () => sink.health().database, (h) => h === 'degraded', 10_000, 'degraded health');
+    await waitForValue(async () => sink.health().database, (h) => h === 'degraded', 10_000, 'degraded health');
     await sink.close();
     expect(await counterValue(register, 'boo_events_spooled_total')).toBe(300);
 
     const restarted = await sinkFor({ BOO_DATA_DIR: dataDir, DATABASE_URL: scratch.url });
     const db = createPostgresDatabase(scratch.url, testLogger);
     cleanups.push(() => db.close());
-    await waitFor(() => countRows(db), (c) => c.rows >= 300, 20_000, '300 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 300, 20_000, '300 rows');
     await restarted.sink.close();
     expect(await countRows(db)).toEqual({ rows: 300, distinct: 300 });
   });

@@ -18,7 +18,8 @@ import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { startFakeFleet } from '../support/fake-provider.js';
 import { fleetConfigDocument } from '../support/gateway-harness.js';
 import { countRows, testLogger } from '../support/pipeline-fixtures.js';
-import { createScratchDatabase, waitFor } from '../support/scratch-database.js';
+import { createScratchDatabase } from '../support/scratch-database.js';
+import { waitForValue } from '../support/wait-for.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -160,7 +161,7 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     });
 
     const total = expectations.length;
-    await waitFor(() => countRows(db), (c) => c.rows >= total, 20_000, `${total} rows`);
+    await waitForValue(() => countRows(db), (c) => c.rows >= total, 20_000, `${total} rows`);
     await sleep(300);
     expect(await countRows(db)).toEqual({ rows: total, distinct: total });
     const { rows } = await db.query<Record<string, unknown>>('SELECT * FROM route_dispatch_log');
@@ -189,7 +190,7 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     await redis.start();
     await traffic;
     expect(failed).toBe(0);
-    await waitFor(() => countRows(db), (c) => c.rows >= ok, 60_000, `${ok} rows`);
+    await waitForValue(() => countRows(db), (c) => c.rows >= ok, 60_000, `${ok} rows`);
     await sleep(300);
     expect(await countRows(db)).toEqual({ rows: 600, distinct: 600 });
     // The outage really hit the event path: part of the traffic went through the spool.
@@ -206,7 +207,7 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     expect(await countRows(db)).toEqual({ rows: 0, distinct: 0 });
     await redis.start();
     await startTestGateway();
-    await waitFor(() => countRows(db), (c) => c.rows >= 40, 30_000, '40 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 40, 30_000, '40 rows');
     await sleep(300);
     expect(await countRows(db)).toEqual({ rows: 40, distinct: 40 });
   }, 60_000);

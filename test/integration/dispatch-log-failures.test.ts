@@ -11,7 +11,8 @@ import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { makeDispatchEvents } from '../support/dispatch-events.js';
 import { countRows, counterValue, createTestSink, testLogger } from '../support/pipeline-fixtures.js';
-import { createScratchDatabase, waitFor } from '../support/scratch-database.js';
+import { createScratchDatabase } from '../support/scratch-database.js';
+import { waitForValue } from '../support/wait-for.js';
 import { startThrowawayPostgres, type ThrowawayPostgres } from '../support/throwaway-postgres.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
 import { startBooProcess, type RunningProcess } from '../support/processes.js';
@@ -104,7 +105,7 @@ describe('dispatch log under failures: exactly N rows', () => {
     expect(sink.health().redis).toBe('degraded');
     await redis.start();
     await traffic;
-    await waitFor(() => countRows(db), (c) => c.rows >= 4000, 60_000, '4000 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 4000, 60_000, '4000 rows');
     expect(await countRows(db)).toEqual({ rows: 4000, distinct: 4000 });
     expect(await counterValue(register, 'boo_events_spooled_total')).toBeGreaterThan(500);
     expect(await counterValue(register, 'boo_events_dropped_total')).toBe(0);
@@ -122,7 +123,7 @@ describe('dispatch log under failures: exactly N rows', () => {
     await redis.start();
     startConsumer();
     const second = await startSink(first.spoolDir);
-    await waitFor(() => countRows(db), (c) => c.rows >= 1500, 30_000, '1500 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 1500, 30_000, '1500 rows');
     expect(await countRows(db)).toEqual({ rows: 1500, distinct: 1500 });
     expect(await counterValue(second.register, 'boo_events_enqueued_total')).toBe(1500);
   });
@@ -132,18 +133,18 @@ describe('dispatch log under failures: exactly N rows', () => {
     const { sink } = await startSink();
     const worker = await startWorker();
     for (const event of makeDispatchEvents(10_000)) sink.publish(event);
-    const mid = await waitFor(() => countRows(db), (c) => c.rows > 0, 30_000, 'the first rows');
+    const mid = await waitForValue(() => countRows(db), (c) => c.rows > 0, 30_000, 'the first rows');
     await worker.stop(0, 'SIGKILL');
     expect(mid.rows).toBeLessThan(10_000);
     const afterKill = await countRows(db);
     await startWorker();
-    await waitFor(() => countRows(db), (c) => c.rows >= 10_000, 60_000, '10000 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 10_000, 60_000, '10000 rows');
     await sleep(500);
     expect(await countRows(db)).toEqual({ rows: 10_000, distinct: 10_000 });
     expect(afterKill.rows).toBeLessThan(10_000);
     const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
     const queue = new Queue(queueName, { connection });
-    const counts = await waitFor(() => queue.getJobCounts('active', 'failed', 'waiting'), (c) => c['active'] === 0 && c['waiting'] === 0);
+    const counts = await waitForValue(() => queue.getJobCounts('active', 'failed', 'waiting'), (c) => c['active'] === 0 && c['waiting'] === 0);
     await queue.close();
     connection.disconnect();
     expect(counts['failed']).toBe(0);
@@ -154,7 +155,7 @@ describe('dispatch log under failures: exactly N rows', () => {
     const { sink } = await startSink();
     const [a, b] = await Promise.all([startWorker(), startWorker()]);
     for (const event of makeDispatchEvents(10_000)) sink.publish(event);
-    await waitFor(() => countRows(db), (c) => c.rows >= 10_000, 60_000, '10000 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 10_000, 60_000, '10000 rows');
     await sleep(300);
     expect(await countRows(db)).toEqual({ rows: 10_000, distinct: 10_000 });
     // Both took part, as their own /metrics say, and together they wrote each row once.
@@ -195,7 +196,7 @@ describe('dispatch log under failures: exactly N rows', () => {
       await sleep(2500);
       await pg.start();
       await traffic;
-      await waitFor(() => countRows(pgDb), (c) => c.rows >= 3000, 60_000, '3000 rows');
+      await waitForValue(() => countRows(pgDb), (c) => c.rows >= 3000, 60_000, '3000 rows');
       expect(await countRows(pgDb)).toEqual({ rows: 3000, distinct: 3000 });
       expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBeGreaterThan(0);
     }, 90_000);

@@ -14,7 +14,8 @@ import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { makeDispatchEvent, makeDispatchEvents } from '../support/dispatch-events.js';
 import { freePort } from '../support/free-port.js';
 import { countRows, counterValue, createTestSink, testLogger } from '../support/pipeline-fixtures.js';
-import { createScratchDatabase, waitFor } from '../support/scratch-database.js';
+import { createScratchDatabase } from '../support/scratch-database.js';
+import { waitForValue } from '../support/wait-for.js';
 
 const redisUrl = 'redis://127.0.0.1:6379';
 
@@ -76,7 +77,7 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     const { register } = startConsumer();
     const events = makeDispatchEvents(3000);
     for (const event of events) sink.publish(event);
-    await waitFor(() => countRows(db), (c) => c.rows >= 3000, 30_000, '3000 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 3000, 30_000, '3000 rows');
     expect(await countRows(db)).toEqual({ rows: 3000, distinct: 3000 });
     expect(await counterValue(sinkRegister, 'boo_events_enqueued_total')).toBe(3000);
     expect(await counterValue(sinkRegister, 'boo_events_spooled_total')).toBe(0);
@@ -85,7 +86,7 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     expect(await counterValue(register, 'boo_dispatch_log_batches_total')).toBeLessThan(300);
     const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
     const queue = new Queue(queueName, { connection });
-    const counts = await waitFor(() => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'), (c) => c['active'] === 0);
+    const counts = await waitForValue(() => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'), (c) => c['active'] === 0);
     await queue.close();
     connection.disconnect();
     expect(counts).toEqual({ waiting: 0, active: 0, delayed: 0, failed: 0, completed: 0 });
@@ -107,16 +108,16 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     startConsumer();
     const events = makeDispatchEvents(50);
     for (const event of events) sink.publish(event);
-    await waitFor(() => countRows(db), (c) => c.rows >= 50, 20_000, '50 rows');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 50, 20_000, '50 rows');
     // The same ids again (a spool replay after a partial addBulk, a retried job): no new rows.
     for (const event of events) sink.publish(event);
     // ...and the same events cut into other chunks, so other job ids, as a replay may cut them.
     await openQueue().addBulk(dispatchJobs(events.slice(5), 7));
     const marker = makeDispatchEvent();
     sink.publish(marker);
-    await waitFor(() => countRows(db), (c) => c.rows >= 51, 20_000, 'the marker row');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 51, 20_000, 'the marker row');
     const queue = openQueue();
-    await waitFor(() => queue.getJobCounts('waiting', 'active'), (c) => c['waiting'] === 0 && c['active'] === 0, 20_000, 'the queue drained');
+    await waitForValue(() => queue.getJobCounts('waiting', 'active'), (c) => c['waiting'] === 0 && c['active'] === 0, 20_000, 'the queue drained');
     expect(await countRows(db)).toEqual({ rows: 51, distinct: 51 });
   });
 
@@ -128,8 +129,8 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     await queue.addBulk(dispatchJobs(events, 100));
     expect(await queue.getJobCounts('waiting')).toEqual({ waiting: 3 });
     const { register } = startConsumer();
-    await waitFor(() => countRows(db), (c) => c.rows >= 250, 20_000, '250 rows');
-    await waitFor(() => queue.getJobCounts('waiting', 'active'), (c) => c['waiting'] === 0 && c['active'] === 0, 20_000, 'the queue drained');
+    await waitForValue(() => countRows(db), (c) => c.rows >= 250, 20_000, '250 rows');
+    await waitForValue(() => queue.getJobCounts('waiting', 'active'), (c) => c['waiting'] === 0 && c['active'] === 0, 20_000, 'the queue drained');
     expect(await countRows(db)).toEqual({ rows: 250, distinct: 250 });
     expect(await counterValue(register, 'boo_events_inserted_total')).toBe(250);
   });
@@ -148,8 +149,8 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     const notAChunk = { name: dispatchJobName, data: makeDispatchEvent() as never, opts: { ...dispatchJobOptions, jobId: 'not-a-chunk' } };
     await queue.addBulk([...chunk, notAChunk]);
 
-    await waitFor(() => countRows(db), (c) => c.rows >= 30, 20_000, '30 good rows');
-    const counts = await waitFor(
+    await waitForValue(() => countRows(db), (c) => c.rows >= 30, 20_000, '30 good rows');
+    const counts = await waitForValue(
       () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'),
       (c) => c['waiting'] === 0 && c['active'] === 0 && c['failed'] === 1,
       10_000,
@@ -191,7 +192,7 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     // Three attempts instead of forty, so the test does not wait half an hour.
     await queue.addBulk(dispatchJobs(events, 100).map((job) => ({ ...job, opts: { ...job.opts, attempts: 3 } })));
 
-    const failed = await waitFor(() => queue.getFailed(), (list) => list.length >= 2, 20_000, 'both jobs in the failed set');
+    const failed = await waitForValue(() => queue.getFailed(), (list) => list.length >= 2, 20_000, 'both jobs in the failed set');
     expect(failed.map((job) => job.attemptsMade)).toEqual([3, 3]);
     for (const job of failed) {
       expect(job.failedReason).toMatch(/ECONNREFUSED/);

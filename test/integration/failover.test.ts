@@ -1,7 +1,8 @@
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeFleet, type Reply } from '../support/fake-provider.js';
-import { fleetConfigDocument, startTestGateway, waitFor, type TestGateway } from '../support/gateway-harness.js';
+import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';
+import { waitFor } from '../support/wait-for.js';
 
 describe('POST /v1/chat/completions failover (SPEC §5)', () => {
   let fleet: Awaited<ReturnType<typeof startFakeFleet<'a' | 'b'>>>;

@@ -4,7 +4,8 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeFleet } from '../support/fake-provider.js';
 import { rawPost, rawRequest } from '../support/raw-http.js';
-import { fleetConfigDocument, startTestGateway, waitFor, type TestGateway } from '../support/gateway-harness.js';
+import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';
+import { waitFor } from '../support/wait-for.js';
 
 const clientKey = 'sk-client-secret';
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');

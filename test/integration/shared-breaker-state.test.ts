@@ -7,7 +7,7 @@ import { SharedBreakers } from '../../src/breakers/shared-breakers.js';
 import { buildConfig } from '../../src/config/load.js';
 import { FleetState } from '../../src/fleet/fleet-state.js';
 import { createLogger } from '../../src/shared/logger.js';
-import { waitFor } from '../support/gateway-harness.js';
+import { waitFor } from '../support/wait-for.js';
 
 // The machine's Redis, with a key prefix of this run's own.
 const redisUrl = 'redis://127.0.0.1:6379';

@@ -2,7 +2,8 @@ import { request } from 'undici';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeFleet } from '../support/fake-provider.js';
-import { fleetConfigDocument, startTestGateway, waitFor, type TestGateway } from '../support/gateway-harness.js';
+import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';
+import { waitFor } from '../support/wait-for.js';
 import { connect, type Socket } from 'node:net';
 
 describe('streaming through the gateway', () => {
