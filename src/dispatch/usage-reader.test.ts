@@ -69,6 +69,13 @@ describe('UsageReader on SSE streams', () => {
     }
   });
 
+  it('finds a "usage" key cut between two chunks at any byte', () => {
+    const keyAt = usageEvent.indexOf('"usage"');
+    for (let cut = keyAt + 1; cut < keyAt + '"usage"'.length; cut++) {
+      expect(read(true, chunk('a'), chunk('b'), usageEvent.slice(0, cut), usageEvent.slice(cut), 'data: [DONE]\n\n')).toEqual({ promptTokens: 30, completionTokens: 4 });
+    }
+  });
+
   it('reads an event whose data spans several lines', () => {
     const split = 'data: {"choices":[],\ndata: "usage":{"prompt_tokens":9,"completion_tokens":2}}\n\n';
     expect(read(true, chunk('a'), split, 'data: [DONE]\n\n')).toEqual({ promptTokens: 9, completionTokens: 2 });

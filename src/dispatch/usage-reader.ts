@@ -7,7 +7,13 @@ export interface Usage {
 
 const noUsage: Usage = { promptTokens: null, completionTokens: null };
 
-/** Bytes of a stream's end kept to find its usage: the usage chunk is the last before [DONE]. */
+/**
+ * What is kept of a stream's end to find its usage, which is in the last event before [DONE]:
+ * at most this many chunks and bytes (but always the last two chunks). Bounded by count too:
+ * with thousands of streams open, a 16 KB window of small chunks per stream was a large share
+ * of the gateway's memory.
+ */
+const streamTailChunks = 8;
 const streamTailBytes = 16 * 1024;
 /** A JSON answer larger than this is relayed without reading its usage. */
 const jsonBodyBytes = 1024 * 1024;
@@ -140,9 +146,9 @@ function usageOfLastLine(raw: Buffer, startsLine: boolean): Usage | undefined {
 function usageOfStream(raw: Buffer, overflowed: boolean): Usage {
   const found = usageOfLastLine(raw, !overflowed);
   if (found) return found;
-  let text = raw.toString('utf8');
-  // A window that starts mid-event begins at the next event boundary.
-  if (overflowed) text = text.slice(text.indexOf('\n\n') + 2);
+  // A window that starts mid-event starts with a partial line: the parser reads it as an
+  // unknown field and the event it belongs to as data that is not JSON, both ignored.
+  const text = raw.toString('utf8');
   let last: Usage | undefined;
   const parser = createParser({
     onEvent: (event) => {
@@ -160,12 +166,12 @@ function usageOfStream(raw: Buffer, overflowed: boolean): Usage {
 
 /**
  * Watches the bytes relayed to the client and reads the token usage the upstream reported: the
- * `usage` of a JSON answer, or of the last SSE event that carries one. Holds a bounded window of
- * the body, never all of a long stream; reads it once, at the end, off the per-chunk path, and
- * parses only the usage object, not the answer.
+ * `usage` of a JSON answer, or of the last SSE event that carries one. Holds a bounded window
+ * of the body, never all of a long stream; reads it once, at the end, off the per-chunk path,
+ * and parses only the usage object, not the answer.
  */
 export class UsageReader {
-  private readonly chunks: Buffer[] = [];
+  private chunks: Buffer[] = [];
   private bytes = 0;
   private overflowed = false;
   private readonly stream: boolean;
@@ -175,28 +181,25 @@ export class UsageReader {
   }
 
   push(chunk: Buffer): void {
+    if (this.overflowed && !this.stream) return;
     this.chunks.push(chunk);
     this.bytes += chunk.length;
-    if (this.stream) {
-      while (this.chunks.length > 1 && this.bytes - this.chunks[0]!.length >= streamTailBytes) {
-        this.bytes -= this.chunks.shift()!.length;
+    if (!this.stream) {
+      if (this.bytes > jsonBodyBytes) {
+        this.chunks = [];
         this.overflowed = true;
       }
-    } else if (this.bytes > jsonBodyBytes) {
-      this.chunks.length = 0;
+      return;
+    }
+    // The last two chunks always stay: the usage event may have begun in the one before.
+    while (this.chunks.length > 2 && (this.chunks.length > streamTailChunks || this.bytes - this.chunks[0]!.length >= streamTailBytes)) {
+      this.bytes -= this.chunks.shift()!.length;
       this.overflowed = true;
     }
   }
 
   read(): Usage {
     if (this.chunks.length === 0 || (!this.stream && this.overflowed)) return noUsage;
-    if (this.stream && this.chunks.length > 1) {
-      // The usage event is nearly always in the last chunk: read it there without joining the window.
-      const lastChunk = this.chunks[this.chunks.length - 1]!;
-      const previous = this.chunks[this.chunks.length - 2]!;
-      const found = usageOfLastLine(lastChunk, previous[previous.length - 1] === newline);
-      if (found) return found;
-    }
     const raw = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bytes);
     return this.stream ? usageOfStream(raw, this.overflowed) : usageOfJson(raw);
   }
