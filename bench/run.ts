@@ -227,12 +227,12 @@ async function main(): Promise<void> {
         headers,
         body,
         streams: count,
-        // 1,000 new connections a second: a faster burst overflows a 511-deep listen backlog
-        // while the event loop is busy relaying, and the kernel resets the excess.
-        batch: 50,
-        batchIntervalMs: 50,
+        // 200 new streams a second: 2,000 are open after 10 s, well within the 20 s each lasts,
+        // at a pace the relaying process keeps up with on one core.
+        batch: 20,
+        batchIntervalMs: 100,
         pid: target.name === 'direct' ? undefined : target.pid,
-        timeoutMs: 40_000,
+        timeoutMs: 60_000,
       });
       if (result.failed > 0) notes.push(`many streams ${target.name}: ${result.failed} failed (${result.firstError})`);
       streams.push({ target: target.name, result });
@@ -258,12 +258,14 @@ async function main(): Promise<void> {
   const addedTtfb = sseC1 ? addedMs(rows, sseC1, 'ttfbP50Ms') : NaN;
   checks.push({ name: 'added time to first streamed byte, c=1 (p50)', target: '≤ 0.3 ms', measured: Number.isFinite(addedTtfb) ? `${addedTtfb.toFixed(3)} ms` : '–', pass: Number.isFinite(addedTtfb) ? addedTtfb <= 0.3 : undefined });
   const many = streams.find((s) => s.target === 'gateway')?.result;
-  const manyRss = many?.rssPeakBytes ?? NaN;
+  const manyRss = many?.rssAllOpenBytes ?? NaN;
   checks.push({
-    name: `RSS with ${many?.peakOpen ?? args.streams} streams open`,
+    name: `RSS with ${args.streams} streams open at once`,
     target: '< 250 MB',
-    measured: Number.isFinite(manyRss) ? `${(manyRss / 1048576).toFixed(1)} MB` : '–',
-    pass: Number.isFinite(manyRss) && many!.peakOpen >= Number(args.streams) ? manyRss < 250 * 1048576 : undefined,
+    measured: Number.isFinite(manyRss)
+      ? `${(manyRss / 1048576).toFixed(1)} MB (${((many!.rssPerOpenStreamBytes ?? NaN) / 1024).toFixed(1)} KB per open stream)`
+      : `– (at most ${many?.peakOpen ?? 0} open at once)`,
+    pass: Number.isFinite(manyRss) ? manyRss < 250 * 1048576 : undefined,
   });
 
   for (const target of targets) if (target.name !== 'direct') await target.stop();
