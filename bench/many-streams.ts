@@ -28,7 +28,12 @@ export interface ManyStreamsResult {
   readonly rssBeforeBytes: number | null;
   /** Highest RSS sampled (every 100 ms) while streams were open. */
   readonly rssPeakBytes: number | null;
+  /** Highest RSS sampled while every stream was open at once; null when they never all were. */
+  readonly rssAllOpenBytes: number | null;
+  /** (RSS with every stream open − RSS before) ÷ streams; null when they were never all open. */
   readonly rssPerOpenStreamBytes: number | null;
+  /** Seconds from the first stream sent to the last one's first byte. */
+  readonly openingSeconds: number;
   readonly cpuMicrosPerStream: number | null;
 }
 
@@ -38,8 +43,9 @@ function percentile(values: number[], p: number): number {
 }
 
 /**
- * Opens `streams` slow SSE streams at once through one target and holds them to their end:
- * time to first byte of each, and the target's resident memory while all are open.
+ * Opens `streams` slow SSE streams through one target, `batch` every `batchIntervalMs`, and
+ * holds them to their end (each outlasts the opening of all): time to first byte of each, and
+ * the target's resident memory sampled while every one of them is open at once.
  */
 export async function measureManyStreams(options: ManyStreamsOptions): Promise<ManyStreamsResult> {
   const origin = new URL(options.url);
@@ -57,11 +63,16 @@ export async function measureManyStreams(options: ManyStreamsOptions): Promise<M
   const before = options.pid === undefined ? undefined : memory(options.pid);
   const cpuBefore = options.pid === undefined ? 0 : cpuMicros(options.pid);
   let rssPeak = before?.rss ?? 0;
+  let rssAllOpen: number | null = null;
+  const startedAt = performance.now();
+  let allOpenAt = NaN;
   const sampler =
     options.pid === undefined
       ? undefined
       : setInterval(() => {
-          rssPeak = Math.max(rssPeak, memory(options.pid!).rss);
+          const { rss } = memory(options.pid!);
+          rssPeak = Math.max(rssPeak, rss);
+          if (open === options.streams) rssAllOpen = Math.max(rssAllOpen ?? 0, rss);
         }, 100);
 
   const one = async () => {
@@ -80,6 +91,7 @@ export async function measureManyStreams(options: ManyStreamsOptions): Promise<M
           first = false;
           ttfb.push(performance.now() - sentAt);
           peakOpen = Math.max(peakOpen, ++open);
+          if (open === options.streams) allOpenAt = performance.now();
         }
       }
       if (statusCode === 200 && !first) completed++;
@@ -110,7 +122,9 @@ export async function measureManyStreams(options: ManyStreamsOptions): Promise<M
     ttfbP99Ms: percentile(ttfb, 99),
     rssBeforeBytes: before?.rss ?? null,
     rssPeakBytes: before ? rssPeak : null,
-    rssPerOpenStreamBytes: before && peakOpen > 0 ? (rssPeak - before.rss) / peakOpen : null,
+    rssAllOpenBytes: rssAllOpen,
+    rssPerOpenStreamBytes: before && rssAllOpen !== null ? (rssAllOpen - before.rss) / options.streams : null,
+    openingSeconds: Number.isFinite(allOpenAt) ? (allOpenAt - startedAt) / 1000 : NaN,
     cpuMicrosPerStream: cpu,
   };
 }

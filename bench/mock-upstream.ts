@@ -14,7 +14,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
  */
 
 export const fastChunks = 20;
-export const slowChunks = 60;
+/** 20 s per slow stream: longer than opening 2,000 of them at the many-streams run's pace takes. */
+export const slowChunks = 200;
 export const slowIntervalMs = 100;
 
 const completion = Buffer.from(

@@ -71,14 +71,14 @@ export function renderMarkdown(report: BenchReport): string {
     );
   }
   if (report.streams.length > 0) {
-    lines.push('', '| many streams | streams | completed | peak open | TTFB p50 ms | TTFB p99 ms | added TTFB p50 | RSS before MB | RSS peak MB | RSS KB / open stream | CPU µs / stream |');
-    lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    lines.push('', '| many streams | streams | completed | peak open | TTFB p50 ms | TTFB p99 ms | added TTFB p50 | s to open all | RSS before MB | RSS all open MB | RSS peak MB | RSS KB / open stream | CPU µs / stream |');
+    lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
     const base = report.streams.find((row) => row.target === 'direct');
     for (const { target, result } of report.streams) {
       const added = base && target !== 'direct' ? signedMs(result.ttfbP50Ms - base.result.ttfbP50Ms) : '';
       lines.push(
         `| ${target} | ${int(result.streams)} | ${int(result.completed)} | ${int(result.peakOpen)} | ${ms(result.ttfbP50Ms)} | ${ms(result.ttfbP99Ms)} | ${added} | ` +
-          `${mb(result.rssBeforeBytes)} | ${mb(result.rssPeakBytes)} | ${result.rssPerOpenStreamBytes === null ? '–' : (result.rssPerOpenStreamBytes / 1024).toFixed(1)} | ` +
+          `${Number.isFinite(result.openingSeconds) ? result.openingSeconds.toFixed(1) : '–'} | ${mb(result.rssBeforeBytes)} | ${mb(result.rssAllOpenBytes)} | ${mb(result.rssPeakBytes)} | ${result.rssPerOpenStreamBytes === null ? '–' : (result.rssPerOpenStreamBytes / 1024).toFixed(1)} | ` +
           `${result.cpuMicrosPerStream === null ? '–' : int(result.cpuMicrosPerStream)} |`,
       );
     }

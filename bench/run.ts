@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
+import { prepareEventStore, sinkModes, waitForSink, type EventStore, type SinkMode } from './event-store.js';
 import { measureLoad } from './load.js';
 import { measureManyStreams } from './many-streams.js';
 import { memory } from './proc-stats.js';
@@ -37,8 +38,13 @@ const { values: args } = parseArgs({
     'no-streams': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     deadline: { type: 'string', default: '240' },
+    sink: { type: 'string', default: 'redis' },
+    'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379' },
+    'postgres-url': { type: 'string', default: 'postgres://root@127.0.0.1:5432/postgres' },
   },
 });
+if (!(sinkModes as readonly string[]).includes(args.sink)) throw new Error(`--sink must be one of ${sinkModes.join(', ')}`);
+const sinkMode = args.sink as SinkMode;
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const repoRoot = join(here, '..', '..');
@@ -59,6 +65,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 process.once('exit', killAllServers);
+/** Removes the queue or database the run created; set once there is one. */
+let disposeStore: (() => Promise<void>) | undefined;
 
 function requestBody(stream: boolean, slow = false): string {
   const document = {
@@ -147,7 +155,10 @@ async function main(): Promise<void> {
     targets.push(await startNodeServer(pinning, 'floor', join(here, 'floor-forwarder.js'), { UPSTREAM_URL: mock.url }, dir));
   }
   let gateway: ServerProcess | undefined;
+  let store: EventStore | undefined;
   if (wanted('gateway')) {
+    store = await prepareEventStore(sinkMode, args['redis-url'], args['postgres-url']);
+    disposeStore = () => store!.dispose();
     const configPath = join(dir, 'gateway.yaml');
     writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex')));
     const profileDir = join(resultsDir, 'profiles');
@@ -155,13 +166,15 @@ async function main(): Promise<void> {
     gateway = await startGateway(
       pinning,
       join(repoRoot, 'dist', 'src', 'main.js'),
-      { BOO_CONFIG: configPath, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench' },
+      { BOO_CONFIG: configPath, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env },
       dir,
       args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
     );
     targets.push(gateway);
   }
   for (const target of targets) await sanityCheck(target, headers);
+  // The sanity check published two events: measure once the sink has taken them end to end.
+  if (gateway && store) await waitForSink(gateway.url, store.mode, 2, 60_000);
 
   const rows: ScenarioRow[] = [];
   const runs = args.runs?.split(',');
@@ -190,6 +203,8 @@ async function main(): Promise<void> {
         upstreamCpuMicrosPerRequest: result.cpuMicrosPerRequest[isDirect ? 0 : 1]!,
       });
       process.stderr.write(`bench: ${scenario.id} ${target.name}: ${Math.round(result.rps)} req/s\n`);
+      // No worker drains the bench's queue: jobs of one run are dropped before the next.
+      await store?.trim();
     }
   }
   const peakRssBytes: Record<string, number> = {};
@@ -212,12 +227,12 @@ async function main(): Promise<void> {
         headers,
         body,
         streams: count,
-        // 1,000 new connections a second: a faster burst overflows a 511-deep listen backlog
-        // while the event loop is busy relaying, and the kernel resets the excess.
-        batch: 50,
-        batchIntervalMs: 50,
+        // 200 new streams a second: 2,000 are open after 10 s, well within the 20 s each lasts,
+        // at a pace the relaying process keeps up with on one core.
+        batch: 20,
+        batchIntervalMs: 100,
         pid: target.name === 'direct' ? undefined : target.pid,
-        timeoutMs: 40_000,
+        timeoutMs: 60_000,
       });
       if (result.failed > 0) notes.push(`many streams ${target.name}: ${result.failed} failed (${result.firstError})`);
       streams.push({ target: target.name, result });
@@ -243,16 +258,20 @@ async function main(): Promise<void> {
   const addedTtfb = sseC1 ? addedMs(rows, sseC1, 'ttfbP50Ms') : NaN;
   checks.push({ name: 'added time to first streamed byte, c=1 (p50)', target: '≤ 0.3 ms', measured: Number.isFinite(addedTtfb) ? `${addedTtfb.toFixed(3)} ms` : '–', pass: Number.isFinite(addedTtfb) ? addedTtfb <= 0.3 : undefined });
   const many = streams.find((s) => s.target === 'gateway')?.result;
-  const manyRss = many?.rssPeakBytes ?? NaN;
+  const manyRss = many?.rssAllOpenBytes ?? NaN;
   checks.push({
-    name: `RSS with ${many?.peakOpen ?? args.streams} streams open`,
+    name: `RSS with ${args.streams} streams open at once`,
     target: '< 250 MB',
-    measured: Number.isFinite(manyRss) ? `${(manyRss / 1048576).toFixed(1)} MB` : '–',
-    pass: Number.isFinite(manyRss) && many!.peakOpen >= Number(args.streams) ? manyRss < 250 * 1048576 : undefined,
+    measured: Number.isFinite(manyRss)
+      ? `${(manyRss / 1048576).toFixed(1)} MB (${((many!.rssPerOpenStreamBytes ?? NaN) / 1024).toFixed(1)} KB per open stream)`
+      : `– (at most ${many?.peakOpen ?? 0} open at once)`,
+    pass: Number.isFinite(manyRss) ? manyRss < 250 * 1048576 : undefined,
   });
 
   for (const target of targets) if (target.name !== 'direct') await target.stop();
   await mock.stop();
+  await store?.dispose();
+  disposeStore = undefined;
   const loadAtEnd = loadavg();
   notes.push(
     'Latencies are per request from hrtime in the load generator (autocannon); added = forwarder p50 − direct p50 in this run. ' +
@@ -270,6 +289,7 @@ async function main(): Promise<void> {
       commit: commit(),
       'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), after 1 s warm-up`,
       gateway: 'dist/src/main.js: auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
+      'event sink': store?.description ?? 'not run',
     },
     rows,
     peakRssBytes,
@@ -289,6 +309,7 @@ main().then(
   (err: unknown) => {
     process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     killAllServers();
-    process.exit(1);
+    const cleanUp = disposeStore?.() ?? Promise.resolve();
+    cleanUp.catch((cause: unknown) => process.stderr.write(`bench: could not remove its queue or database: ${String(cause)}\n`)).finally(() => process.exit(1));
   },
 );

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Config, ProviderConfig } from '../config/load.js';
 import { AllCandidatesFailedError, ModelNotFoundError, NoHealthyCandidateError } from '../errors.js';
-import type { Attempt, DispatchEvent, DispatchStatus } from '../events/dispatch-event.js';
+import type { Attempt, DispatchStatus } from '../events/dispatch-event.js';
 import type { EventSink } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
 import { directModelLabel, type GatewayMetrics } from '../metrics/registry.js';
@@ -21,7 +21,7 @@ import {
 } from './upstream-attempt.js';
 import type { RequestBody } from './request-body.js';
 import type { UpstreamPools } from './upstream-pools.js';
-import { UsageReader } from './usage-reader.js';
+import { UsageReader, type Usage } from './usage-reader.js';
 
 /** A parsed dispatch request, as the route hands it over. */
 export interface DispatchRequest {
@@ -125,11 +125,8 @@ export class DispatchWithFallback {
     const { targets, panic } = this.plan(resolution, request.requiredContext);
     const createdAt = new Date();
     const attempts: Attempt[] = [];
-    const record = (status: DispatchStatus, fields: Partial<DispatchEvent> = {}) =>
-      this.publish(request, createdAt, resolution, label, attempts, status, fields);
-
     if (targets.length === 0) {
-      record('no_candidates', { error: 'no healthy candidate' });
+      this.publish(request, createdAt, resolution, label, attempts, 'no_candidates', 'no healthy candidate');
       throw new NoHealthyCandidateError(request.model);
     }
     if (panic) request.logger.warn({ model: label }, 'every candidate is open or cooling down; trying them anyway');
@@ -181,22 +178,21 @@ export class DispatchWithFallback {
       fleet.recordLatency(target.id, answer.ttfbMs);
       if (provider.type === 'llama-swap' && outcome === 'ok') fleet.markLoaded(provider.name, target.model);
       const relayed = await this.relay(request, res, answer, target, attempts.length);
-      record(outcome === 'client_error' && relayed.status === 'dispatched' ? 'client_error' : relayed.status, {
-        chosen_provider_id: target.provider,
-        chosen_model: target.model,
-        ttfb_ms: answer.ttfbMs,
-        error: relayed.error,
-        prompt_tokens: relayed.usage.promptTokens,
-        completion_tokens: relayed.usage.completionTokens,
+      const status = outcome === 'client_error' && relayed.status === 'dispatched' ? 'client_error' : relayed.status;
+      this.publish(request, createdAt, resolution, label, attempts, status, relayed.error, {
+        provider: target.provider,
+        model: target.model,
+        ttfbMs: answer.ttfbMs,
+        usage: relayed.usage,
       });
       return;
     }
 
     if (request.client.gone) {
-      record('client_closed', { error: 'client closed the connection before an answer' });
+      this.publish(request, createdAt, resolution, label, attempts, 'client_closed', 'client closed the connection before an answer');
       return;
     }
-    record('failed', { error: lastProblem });
+    this.publish(request, createdAt, resolution, label, attempts, 'failed', lastProblem);
     throw new AllCandidatesFailedError(request.model, lastProblem);
   }
 
@@ -207,7 +203,7 @@ export class DispatchWithFallback {
     answer: CommittableResponse,
     target: CandidateView,
     attemptCount: number,
-  ): Promise<{ status: DispatchStatus; error: string | null; usage: ReturnType<UsageReader['read']> }> {
+  ): Promise<{ status: DispatchStatus; error: string | null; usage: Usage }> {
     const upstreamIsStream = String(answer.headers['content-type'] ?? '').startsWith('text/event-stream');
     const usage = new UsageReader(upstreamIsStream);
     const headers = downstreamResponseHeaders(answer.headers);
@@ -251,42 +247,55 @@ export class DispatchWithFallback {
     return { status, error, usage: usage.read() };
   }
 
+  /**
+   * Counts the dispatch and hands its event to the sink (which counts it as published). The
+   * event is one object literal in the table's column order, built once: no spread of defaults
+   * and overrides, no copy of the attempts (the dispatch is over; nothing appends to them).
+   */
   private publish(
     request: DispatchRequest,
     createdAt: Date,
     resolution: Resolution,
     label: string,
-    attempts: readonly Attempt[],
+    attempts: Attempt[],
     status: DispatchStatus,
-    fields: Partial<DispatchEvent>,
+    error: string | null,
+    served?: Served,
   ): void {
     const { metrics, sink } = this.deps;
     const durationMs = Math.round(performance.now() - request.receivedAt);
     metrics.dispatchesOf(label, status).inc();
     if (attempts.length > 1) metrics.failoversOf(label).inc();
     metrics.durationOf(label, request.stream).observe(durationMs / 1000);
-    const event: DispatchEvent = {
+    const candidatesTried = new Array<string>(attempts.length);
+    for (let i = 0; i < attempts.length; i++) candidatesTried[i] = attempts[i]!.candidate;
+    sink.publish({
       id: randomUUID(),
       created_at: createdAt.toISOString(),
       request_id: request.requestId,
       requested_model: request.model,
       virtual_model: resolution.virtualModel?.name ?? null,
-      chosen_provider_id: null,
-      chosen_model: null,
-      candidates_tried: attempts.map((attempt) => attempt.candidate),
-      attempts: [...attempts],
+      chosen_provider_id: served?.provider ?? null,
+      chosen_model: served?.model ?? null,
+      candidates_tried: candidatesTried,
+      attempts,
       status,
       source: request.source,
-      error: null,
+      error,
       duration_ms: durationMs,
-      ttfb_ms: null,
+      ttfb_ms: served?.ttfbMs ?? null,
       stream: request.stream,
-      prompt_tokens: null,
-      completion_tokens: null,
+      prompt_tokens: served?.usage.promptTokens ?? null,
+      completion_tokens: served?.usage.completionTokens ?? null,
       replica: this.deps.replica,
-      ...fields,
-    };
-    metrics.eventsPublished.inc();
-    sink.publish(event);
+    });
   }
+}
+
+/** What the event records of the candidate that served. */
+interface Served {
+  readonly provider: string;
+  readonly model: string;
+  readonly ttfbMs: number;
+  readonly usage: Usage;
 }

@@ -160,12 +160,9 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
   const signal = new AttemptAbort();
   const startedAt = now();
   const unsubscribe = request.client.onGone(() => signal.abort(new ClientClosedError()));
-
-  const totalTimer = setTimeout(() => signal.abort(new TotalTimeoutError(timeouts.totalMs)), timeouts.totalMs);
-  let phaseTimer = setTimeout(() => signal.abort(new FirstByteTimeoutError(timeouts.firstByteMs)), timeouts.firstByteMs);
+  const clock = new AttemptClock(signal, timeouts);
   const release = () => {
-    clearTimeout(totalTimer);
-    clearTimeout(phaseTimer);
+    clock.stop();
     unsubscribe();
   };
 
@@ -177,7 +174,7 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
       headers: request.headers as Record<string, string>,
       body: request.body ?? null,
       signal,
-      // Our own timers own the first byte and idle budgets: undici's would race them.
+      // Our own timer owns the first byte and idle budgets: undici's would race it.
       headersTimeout: 0,
       bodyTimeout: 0,
     });
@@ -223,8 +220,7 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
 
   const firstByteAt = performance.now();
   const ttfbMs = now() - startedAt;
-  clearTimeout(phaseTimer);
-  phaseTimer = setTimeout(() => signal.abort(new IdleTimeoutError(timeouts.idleMs)), timeouts.idleMs);
+  clock.firstByte(firstByteAt);
   return {
     status,
     headers,
@@ -237,13 +233,13 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
         if (bodyError !== undefined) return reject(bodyError);
         if (body.readableEnded) return resolve();
         const onData = (chunk: Buffer) => {
-          phaseTimer.refresh();
+          clock.activity();
           observe(chunk);
           if (!out.write(chunk)) body.pause();
         };
         const onDrain = () => {
           // The idle timer does not run against a client that is slow to read.
-          phaseTimer.refresh();
+          clock.activity();
           body.resume();
         };
         const settle = (err?: unknown) => {
@@ -263,6 +259,58 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
     abort: (reason) => signal.abort(reason),
     finish: release,
   };
+}
+
+/**
+ * The three budgets of an attempt (first byte, idle between chunks, total) on one timer. The
+ * timer is armed for the nearest budget that could run out and, when it fires, checks what did
+ * run out against the clock and re-arms for the rest. A chunk only records the time: an
+ * attempt shorter than its smallest budget (nearly all of them) costs one setTimeout and one
+ * clearTimeout, not a timer per budget and a re-arm per chunk.
+ */
+class AttemptClock {
+  private readonly signal: AttemptAbort;
+  private readonly timeouts: Timeouts;
+  private readonly startedAt = performance.now();
+  /** performance.now() of the first byte, then of the last chunk or drain; undefined before the first byte. */
+  private lastActivityAt: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(signal: AttemptAbort, timeouts: Timeouts) {
+    this.signal = signal;
+    this.timeouts = timeouts;
+    this.timer = setTimeout(() => this.check(), Math.min(timeouts.firstByteMs, timeouts.idleMs, timeouts.totalMs));
+  }
+
+  firstByte(at: number): void {
+    this.lastActivityAt = at;
+  }
+
+  activity(): void {
+    this.lastActivityAt = performance.now();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private check(): void {
+    if (this.timer === undefined) return;
+    const { firstByteMs, idleMs, totalMs } = this.timeouts;
+    const at = performance.now();
+    const totalLeft = this.startedAt + totalMs - at;
+    const phaseLeft = this.lastActivityAt === undefined ? this.startedAt + firstByteMs - at : this.lastActivityAt + idleMs - at;
+    if (totalLeft <= 0) return this.expire(new TotalTimeoutError(totalMs));
+    if (phaseLeft <= 0) return this.expire(this.lastActivityAt === undefined ? new FirstByteTimeoutError(firstByteMs) : new IdleTimeoutError(idleMs));
+    // Before the first byte the idle budget is not running: the first-byte and total deadlines are.
+    this.timer = setTimeout(() => this.check(), Math.ceil(Math.min(totalLeft, phaseLeft)));
+  }
+
+  private expire(reason: Error): void {
+    this.timer = undefined;
+    this.signal.abort(reason);
+  }
 }
 
 /**

@@ -7,30 +7,171 @@ export interface Usage {
 
 const noUsage: Usage = { promptTokens: null, completionTokens: null };
 
-/** Bytes of a stream's end kept to find its usage: the usage chunk is the last before [DONE]. */
+/**
+ * What is kept of a stream's end to find its usage, which is in the last event before [DONE]:
+ * at most this many chunks and bytes (but always the last two chunks). Bounded by count too:
+ * with thousands of streams open, a 16 KB window of small chunks per stream was a large share
+ * of the gateway's memory.
+ */
+const streamTailChunks = 8;
 const streamTailBytes = 16 * 1024;
 /** A JSON answer larger than this is relayed without reading its usage. */
 const jsonBodyBytes = 1024 * 1024;
+
+const usageKey = Buffer.from('"usage"');
+const quote = 0x22;
+const backslash = 0x5c;
+const openBrace = 0x7b;
+const closeBrace = 0x7d;
+const openBracket = 0x5b;
+const closeBracket = 0x5d;
+const newline = 0x0a;
 
 function toCount(value: unknown): number | null {
   return typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : null;
 }
 
-function usageOf(document: unknown): Usage | undefined {
-  if (typeof document !== 'object' || document === null) return undefined;
-  const usage = (document as { usage?: unknown }).usage;
+function usageFrom(usage: unknown): Usage | undefined {
   if (typeof usage !== 'object' || usage === null) return undefined;
   const { prompt_tokens: prompt, completion_tokens: completion } = usage as Record<string, unknown>;
   return { promptTokens: toCount(prompt), completionTokens: toCount(completion) };
 }
 
+function usageOf(document: unknown): Usage | undefined {
+  if (typeof document !== 'object' || document === null) return undefined;
+  return usageFrom((document as { usage?: unknown }).usage);
+}
+
+function isJsonWhitespace(byte: number | undefined): boolean {
+  return byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
+}
+
+/** True when the quote at `at` is escaped (an odd run of backslashes before it). */
+function isEscaped(raw: Buffer, at: number): boolean {
+  let run = 0;
+  for (let i = at - 1; i >= 0 && raw[i] === backslash; i--) run++;
+  return run % 2 === 1;
+}
+
+/**
+ * Nesting depth at `at`, counted backwards from the end of a JSON document (depth 0 after its
+ * last byte). Only the bytes after `at` are read, and the usage object sits at the end of an
+ * answer, so this is short. In valid JSON every unescaped quote delimits a string, so walking
+ * back from a closing quote to the previous unescaped one skips the whole string.
+ */
+function depthFromEnd(raw: Buffer, at: number): number {
+  let depth = 0;
+  for (let i = raw.length - 1; i >= at; i--) {
+    const byte = raw[i];
+    if (byte === quote) {
+      do i--;
+      while (i >= at && (raw[i] !== quote || isEscaped(raw, i)));
+    } else if (byte === closeBrace || byte === closeBracket) depth++;
+    else if (byte === openBrace || byte === openBracket) depth--;
+  }
+  return depth;
+}
+
+/** End (exclusive) of the object that opens at `start`, or -1. */
+function endOfObject(raw: Buffer, start: number, limit: number): number {
+  let depth = 0;
+  for (let i = start; i < limit; i++) {
+    const byte = raw[i];
+    if (byte === quote) {
+      for (i++; i < limit && raw[i] !== quote; i++) if (raw[i] === backslash) i++;
+    } else if (byte === openBrace || byte === openBracket) depth++;
+    else if (byte === closeBrace || byte === closeBracket) {
+      if (--depth === 0) return i + 1;
+    }
+  }
+  return -1;
+}
+
+/** The object value of the key whose quote is at `keyAt`, parsed; undefined when it is not an object. */
+function objectAfterKey(raw: Buffer, keyAt: number, limit: number): unknown {
+  let i = keyAt + usageKey.length;
+  while (isJsonWhitespace(raw[i])) i++;
+  if (raw[i] !== 0x3a) return undefined;
+  i++;
+  while (isJsonWhitespace(raw[i])) i++;
+  if (raw[i] !== openBrace) return undefined;
+  const end = endOfObject(raw, i, limit);
+  return end < 0 ? undefined : JSON.parse(raw.toString('utf8', i, end));
+}
+
+/**
+ * The top-level `usage` of a JSON answer without parsing the whole answer: the last `"usage"`
+ * key, accepted only when it sits at depth 1. Otherwise (no such key at the top, or a document
+ * this cannot read for certain) the whole answer is parsed, as before.
+ */
+function usageOfJson(raw: Buffer): Usage {
+  try {
+    const at = raw.lastIndexOf(usageKey);
+    if (at < 0) return noUsage;
+    if (!isEscaped(raw, at) && depthFromEnd(raw, at + usageKey.length) === 1) {
+      const found = usageFrom(objectAfterKey(raw, at, raw.length));
+      if (found) return found;
+    }
+    return usageOf(JSON.parse(raw.toString('utf8'))) ?? noUsage;
+  } catch {
+    return noUsage; // not JSON (an upstream that answered text): nothing to read
+  }
+}
+
+/**
+ * The usage on the `data:` line of the last `"usage"` in `raw` (one line per event is how
+ * OpenAI-compatible servers send them); undefined when there is none or it cannot be read that
+ * way. `startsLine`: the byte before `raw` ended a line.
+ */
+function usageOfLastLine(raw: Buffer, startsLine: boolean): Usage | undefined {
+  const at = raw.lastIndexOf(usageKey);
+  if (at < 0) return undefined;
+  const newlineBefore = raw.lastIndexOf(newline, at);
+  if (newlineBefore < 0 && !startsLine) return undefined;
+  const lineEnd = raw.indexOf(newline, at);
+  const line = raw.toString('utf8', newlineBefore + 1, lineEnd < 0 ? raw.length : lineEnd);
+  if (!line.startsWith('data:')) return undefined;
+  try {
+    return usageOf(JSON.parse(line.slice(5)));
+  } catch {
+    return undefined; // an event split over several data lines: the caller parses them whole
+  }
+}
+
+/**
+ * The usage of the last SSE event that carries one: read from its line alone when possible,
+ * else every event of the window through the SSE parser (multi-line data, or a last `usage`
+ * that is null).
+ */
+function usageOfStream(raw: Buffer, overflowed: boolean): Usage {
+  const found = usageOfLastLine(raw, !overflowed);
+  if (found) return found;
+  // A window that starts mid-event starts with a partial line: the parser reads it as an
+  // unknown field and the event it belongs to as data that is not JSON, both ignored.
+  const text = raw.toString('utf8');
+  let last: Usage | undefined;
+  const parser = createParser({
+    onEvent: (event) => {
+      if (!event.data.includes('"usage"')) return;
+      try {
+        last = usageOf(JSON.parse(event.data)) ?? last;
+      } catch {
+        /* a data line that is not JSON carries no usage */
+      }
+    },
+  });
+  parser.feed(text);
+  return last ?? noUsage;
+}
+
 /**
  * Watches the bytes relayed to the client and reads the token usage the upstream reported: the
- * `usage` of a JSON answer, or of the last SSE event that carries one. Holds a bounded window of
- * the body, never all of a long stream; reads it once, at the end, off the per-chunk path.
+ * `usage` of a JSON answer, or of the last SSE event that carries one. Holds a bounded window
+ * of the body, never all of a long stream; reads it once, at the end, off the per-chunk path,
+ * and parses only the usage object, not the answer.
  */
 export class UsageReader {
-  private readonly chunks: Buffer[] = [];
+  private chunks: Buffer[] = [];
   private bytes = 0;
   private overflowed = false;
   private readonly stream: boolean;
@@ -40,43 +181,26 @@ export class UsageReader {
   }
 
   push(chunk: Buffer): void {
+    if (this.overflowed && !this.stream) return;
     this.chunks.push(chunk);
     this.bytes += chunk.length;
-    if (this.stream) {
-      while (this.chunks.length > 1 && this.bytes - this.chunks[0]!.length >= streamTailBytes) {
-        this.bytes -= this.chunks.shift()!.length;
+    if (!this.stream) {
+      if (this.bytes > jsonBodyBytes) {
+        this.chunks = [];
         this.overflowed = true;
       }
-    } else if (this.bytes > jsonBodyBytes) {
-      this.chunks.length = 0;
+      return;
+    }
+    // The last two chunks always stay: the usage event may have begun in the one before.
+    while (this.chunks.length > 2 && (this.chunks.length > streamTailChunks || this.bytes - this.chunks[0]!.length >= streamTailBytes)) {
+      this.bytes -= this.chunks.shift()!.length;
       this.overflowed = true;
     }
   }
 
   read(): Usage {
-    if (!this.stream) {
-      if (this.overflowed) return noUsage;
-      try {
-        return usageOf(JSON.parse(Buffer.concat(this.chunks).toString('utf8'))) ?? noUsage;
-      } catch {
-        return noUsage; // not JSON (an upstream that answered text): nothing to read
-      }
-    }
-    let text = Buffer.concat(this.chunks).toString('utf8');
-    // A window that starts mid-event begins at the next event boundary.
-    if (this.overflowed) text = text.slice(text.indexOf('\n\n') + 2);
-    let found: Usage | undefined;
-    const parser = createParser({
-      onEvent: (event) => {
-        if (!event.data.includes('"usage"')) return;
-        try {
-          found = usageOf(JSON.parse(event.data)) ?? found;
-        } catch {
-          /* a data line that is not JSON carries no usage */
-        }
-      },
-    });
-    parser.feed(text);
-    return found ?? noUsage;
+    if (this.chunks.length === 0 || (!this.stream && this.overflowed)) return noUsage;
+    const raw = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bytes);
+    return this.stream ? usageOfStream(raw, this.overflowed) : usageOfJson(raw);
   }
 }

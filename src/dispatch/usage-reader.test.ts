@@ -1,0 +1,92 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { UsageReader } from './usage-reader.js';
+
+function read(stream: boolean, ...chunks: string[]) {
+  const reader = new UsageReader(stream);
+  for (const chunk of chunks) reader.push(Buffer.from(chunk));
+  return reader.read();
+}
+
+describe('UsageReader on JSON answers', () => {
+  it('reads the top-level usage', () => {
+    const body = JSON.stringify({ id: 'x', choices: [{ message: { content: 'hi' } }], usage: { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 } });
+    expect(read(false, body.slice(0, 20), body.slice(20))).toEqual({ promptTokens: 12, completionTokens: 3 });
+  });
+
+  it('ignores a nested "usage" key that comes after the top-level one', () => {
+    const body = '{"usage":{"prompt_tokens":5,"completion_tokens":6},"meta":{"usage":{"prompt_tokens":99,"completion_tokens":99}}}';
+    expect(read(false, body)).toEqual({ promptTokens: 5, completionTokens: 6 });
+  });
+
+  it('is not fooled by "usage" inside a string, escaped quotes or brackets in strings', () => {
+    const body = JSON.stringify({
+      choices: [{ message: { content: 'the "usage": {"prompt_tokens": 1} } ] \\ [ {' } }],
+      usage: { prompt_tokens: 7, completion_tokens: 8, prompt_tokens_details: { cached_tokens: 2 } },
+      tail: 'a "usage" \\"',
+    });
+    expect(read(false, body)).toEqual({ promptTokens: 7, completionTokens: 8 });
+  });
+
+  it('answers nulls for no usage, a null usage, and a body that is not JSON', () => {
+    expect(read(false, '{"choices":[]}')).toEqual({ promptTokens: null, completionTokens: null });
+    expect(read(false, '{"usage":null}')).toEqual({ promptTokens: null, completionTokens: null });
+    expect(read(false, 'upstream says "usage": {"prompt_tokens": 1')).toEqual({ promptTokens: null, completionTokens: null });
+  });
+
+  it('reads the same usage as parsing the whole document, for any document', () => {
+    const usage = fc.record({ prompt_tokens: fc.nat(), completion_tokens: fc.nat() });
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.option(usage), fc.jsonValue(), (before, top, after) => {
+        const document: Record<string, unknown> = { before, nested: { usage: { prompt_tokens: 1, completion_tokens: 1 } } };
+        if (top) document.usage = top;
+        document.after = after;
+        const expected = top ? { promptTokens: top.prompt_tokens, completionTokens: top.completion_tokens } : { promptTokens: null, completionTokens: null };
+        expect(read(false, JSON.stringify(document))).toEqual(expected);
+        expect(read(false, JSON.stringify(document, null, 2))).toEqual(expected);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('UsageReader on SSE streams', () => {
+  const chunk = (content: string) => `data: ${JSON.stringify({ choices: [{ delta: { content } }], usage: null })}\n\n`;
+  const usageEvent = `data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 30, completion_tokens: 4 } })}\n\n`;
+
+  it('reads the usage of the last event that carries one', () => {
+    expect(read(true, chunk('a'), chunk('b'), usageEvent, 'data: [DONE]\n\n')).toEqual({ promptTokens: 30, completionTokens: 4 });
+  });
+
+  it('keeps the last non-null usage when later events say null', () => {
+    expect(read(true, usageEvent, chunk('late'), 'data: [DONE]\n\n')).toEqual({ promptTokens: 30, completionTokens: 4 });
+  });
+
+  it('reads a usage event that arrived split over two chunks', () => {
+    for (const cut of [3, 20, usageEvent.length - 3]) {
+      expect(read(true, chunk('a'), usageEvent.slice(0, cut), usageEvent.slice(cut), 'data: [DONE]\n\n')).toEqual({ promptTokens: 30, completionTokens: 4 });
+      expect(read(true, chunk('a'), usageEvent.slice(0, cut), `${usageEvent.slice(cut)}data: [DONE]\n\n`)).toEqual({ promptTokens: 30, completionTokens: 4 });
+    }
+  });
+
+  it('finds a "usage" key cut between two chunks at any byte', () => {
+    const keyAt = usageEvent.indexOf('"usage"');
+    for (let cut = keyAt + 1; cut < keyAt + '"usage"'.length; cut++) {
+      expect(read(true, chunk('a'), chunk('b'), usageEvent.slice(0, cut), usageEvent.slice(cut), 'data: [DONE]\n\n')).toEqual({ promptTokens: 30, completionTokens: 4 });
+    }
+  });
+
+  it('reads an event whose data spans several lines', () => {
+    const split = 'data: {"choices":[],\ndata: "usage":{"prompt_tokens":9,"completion_tokens":2}}\n\n';
+    expect(read(true, chunk('a'), split, 'data: [DONE]\n\n')).toEqual({ promptTokens: 9, completionTokens: 2 });
+  });
+
+  it('finds the usage at the end of a stream longer than its window', () => {
+    const chunks = Array.from({ length: 2_000 }, (_, i) => chunk(`token ${i}`));
+    expect(read(true, ...chunks, usageEvent, 'data: [DONE]\n\n')).toEqual({ promptTokens: 30, completionTokens: 4 });
+  });
+
+  it('answers nulls when no event carries a usage', () => {
+    expect(read(true, chunk('a'), 'data: [DONE]\n\n')).toEqual({ promptTokens: null, completionTokens: null });
+  });
+});
