@@ -13,9 +13,9 @@ import type { GatewayMetrics, HttpRoute } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
 import { errorMiddleware, sendError } from './error-middleware.js';
 import { isAuthorized, requireApiKey } from './middleware/auth.js';
-import { readBody, receiveBody } from './middleware/read-body.js';
+import { receiveBody } from './middleware/read-body.js';
 import { contextOf, openRequestContext, requestContext } from './middleware/request-context.js';
-import { dispatchRoute, serveDispatch } from './routes/dispatch.js';
+import { serveDispatch } from './routes/dispatch.js';
 import { modelsRoute } from './routes/models.js';
 import { adminCandidatesRoute, healthzRoute, metricsRoute, readyzRoute, type BreakerOrigin } from './routes/operations.js';
 
@@ -38,15 +38,19 @@ const dispatchEndpoints = new Map<string, HttpRoute>([
   ['/v1/embeddings', 'embeddings'],
 ]);
 
+/** The spelling of a path Express would route alike: case-insensitive, one trailing slash optional. */
+function canonicalPath(path: string): string {
+  const lower = path.toLowerCase();
+  return lower.length > 1 && lower.endsWith('/') ? lower.slice(0, -1) : lower;
+}
+
 /**
  * The gateway's request handler. It never listens and never reads the environment.
  *
- * Dispatch requests (`POST` to the exact paths of {@link dispatchEndpoints}) take a fast path
- * on plain node:http: request context, auth, bounded body read, parse, dispatch, the same
- * error answers. Express's router, request/response decoration and middleware chain cost
- * several times what a whole forward costs, and the hot path needs none of it. Every other
- * request, and spellings of those paths Express would also accept (case, trailing slash), goes
- * to the Express app, which serves the same routes.
+ * Dispatch requests (`POST` to {@link dispatchEndpoints}) are served on plain node:http:
+ * request context, auth, bounded body read, parse, dispatch, the same error answers. Express's
+ * router, request/response decoration and middleware chain cost several times what a whole
+ * forward costs, and the hot path needs none of it. Every other request goes to Express.
  */
 export function createApp(deps: AppDeps): RequestListener {
   const { config, dispatcher, metrics, logger } = deps;
@@ -56,9 +60,13 @@ export function createApp(deps: AppDeps): RequestListener {
     if (req.method !== 'POST') return app(req, res);
     const url = req.url ?? '';
     const queryAt = url.indexOf('?');
-    const endpoint = queryAt < 0 ? url : url.slice(0, queryAt);
-    const route = dispatchEndpoints.get(endpoint);
-    if (route === undefined) return app(req, res);
+    let endpoint = queryAt < 0 ? url : url.slice(0, queryAt);
+    let route = dispatchEndpoints.get(endpoint);
+    if (route === undefined) {
+      endpoint = canonicalPath(endpoint);
+      route = dispatchEndpoints.get(endpoint);
+      if (route === undefined) return app(req, res);
+    }
 
     const context = openRequestContext(req, res, logger, metrics);
     context.route = route;
@@ -73,7 +81,7 @@ export function createApp(deps: AppDeps): RequestListener {
 }
 
 function createExpressApp(deps: AppDeps): express.Express {
-  const { config, fleet, breakers, dispatcher, passthrough, register, metrics, logger } = deps;
+  const { config, fleet, breakers, passthrough, register, metrics, logger } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -85,10 +93,6 @@ function createExpressApp(deps: AppDeps): express.Express {
   app.get('/metrics', metricsRoute(register, () => void deps.health()));
 
   const auth = requireApiKey(() => config().apiKeyDigests);
-  const rawBody = readBody(() => config().limits.maxBodyBytes);
-  app.post('/v1/chat/completions', auth, rawBody, dispatchRoute(dispatcher, '/v1/chat/completions', 'chat_completions'));
-  app.post('/v1/completions', auth, rawBody, dispatchRoute(dispatcher, '/v1/completions', 'completions'));
-  app.post('/v1/embeddings', auth, rawBody, dispatchRoute(dispatcher, '/v1/embeddings', 'embeddings'));
   app.get('/v1/models', auth, modelsRoute(config, fleet, Date.now()));
   app.get('/admin/candidates', auth, adminCandidatesRoute(config, fleet, breakers, deps.breakerOrigin));
   app.get('/upstream/:model/*rest', auth, async (req: Request, res: Response) => {

@@ -87,6 +87,19 @@ describe('headers, auth and error shapes', () => {
     expect(gateway.sink.events[0]).toMatchObject({ source: 'boochat/web', request_id: 'req-123' });
   });
 
+  it('serves the dispatch paths as Express would route them: any case, one trailing slash', async () => {
+    for (const path of ['/V1/Chat/Completions', '/v1/chat/completions/']) {
+      const response = await request(`${gateway.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${clientKey}` },
+        body: JSON.stringify({ model: 'only:b', messages: [] }),
+      });
+      await response.body.text();
+      expect(response.statusCode, path).toBe(200);
+      expect(fleet.b.dispatched().at(-1)!.path).toBe('/v1/chat/completions');
+    }
+  });
+
   it('never forwards the client key to a provider without apiKeyEnv', async () => {
     const response = await post({ model: 'only:b', messages: [] });
     await response.body.text();

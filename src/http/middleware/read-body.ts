@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { NextFunction, Request, Response } from 'express';
 import { BodyTooLargeError, InvalidRequestError, type GatewayError } from '../../errors.js';
 
 /**
@@ -49,15 +48,4 @@ export function receiveBody(
     settled = true;
     done(new InvalidRequestError(`request body was not received in full (${err.message})`, null, 'request_aborted'), undefined);
   });
-}
-
-/** {@link receiveBody} as Express middleware: the raw body lands in `req.body` (a Buffer). */
-export function readBody(maxBytes: () => number) {
-  return (req: Request, res: Response, next: NextFunction): void => {
-    receiveBody(req, res, maxBytes(), (error, body) => {
-      if (error) return next(error);
-      req.body = body;
-      next();
-    });
-  };
 }

@@ -1,12 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Request, Response } from 'express';
 import { InvalidRequestError } from '../../errors.js';
 import type { DispatchWithFallback } from '../../dispatch/dispatch-with-fallback.js';
 import { RequestBody } from '../../dispatch/request-body.js';
-import type { HttpRoute } from '../../metrics/registry.js';
 import { estimateRequiredContext } from '../../routing/estimate-context.js';
 import { sanitizeClientText } from '../../shared/logger.js';
-import { contextOf, type RequestContext } from '../middleware/request-context.js';
+import type { RequestContext } from '../middleware/request-context.js';
 
 // Model names reach upstream bodies and logs: printable, bounded.
 const controlCharacter = /[\u0000-\u001f\u007f]/;
@@ -84,13 +82,4 @@ export async function serveDispatch(
     },
     res,
   );
-}
-
-/** POST /v1/chat/completions, /v1/completions, /v1/embeddings as an Express route (off the fast path). */
-export function dispatchRoute(dispatcher: DispatchWithFallback, endpoint: string, route: HttpRoute) {
-  return async (req: Request, res: Response): Promise<void> => {
-    const context = contextOf(res);
-    context.route = route;
-    await serveDispatch(dispatcher, endpoint, req, res, context, req.body as Buffer | undefined);
-  };
 }
