@@ -9,8 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load.js';
 import { envSchema } from '../../src/config/schema.js';
 import { createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
-import { migrate } from '../../src/dispatch-log/migrate.js';
-import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
+import type { SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import { createEventSink } from '../../src/events/create-event-sink.js';
 import { startGateway, type Gateway } from '../../src/gateway.js';
 import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
@@ -18,7 +17,7 @@ import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { startFakeFleet } from '../support/fake-provider.js';
 import { fleetConfigDocument } from '../support/gateway-harness.js';
 import { countRows, testLogger } from '../support/pipeline-fixtures.js';
-import { createScratchDatabase } from '../support/scratch-database.js';
+import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
 
@@ -27,7 +26,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () => {
   let fleet: Awaited<ReturnType<typeof startFakeFleet<'a' | 'b' | 'c'>>>;
   let redis: ThrowawayRedis;
-  let scratch: Awaited<ReturnType<typeof createScratchDatabase>>;
+  let scratch: Awaited<ReturnType<typeof createMigratedScratchDatabase>>;
   let db: SqlDatabase;
   let consumer: DispatchLogConsumer;
   let queueName: string;
@@ -70,12 +69,10 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a' }, b: { name: 'b' }, c: { name: 'c' } });
     redis = await startThrowawayRedis();
-    scratch = await createScratchDatabase();
-    db = createPostgresDatabase(scratch.url, testLogger);
-    await migrate(db, testLogger);
+    scratch = await createMigratedScratchDatabase();
+    db = scratch.db;
   });
   afterAll(async () => {
-    await db.close();
     await scratch.drop();
     await redis.cleanup();
     await fleet.closeAll();

@@ -11,7 +11,7 @@ import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { makeDispatchEvents } from '../support/dispatch-events.js';
 import { countRows, counterValue, createTestSink, testLogger } from '../support/pipeline-fixtures.js';
-import { createScratchDatabase } from '../support/scratch-database.js';
+import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
 import { startThrowawayPostgres, type ThrowawayPostgres } from '../support/throwaway-postgres.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
@@ -31,19 +31,17 @@ async function publishSteadily(publish: (event: ReturnType<typeof makeDispatchEv
 
 describe('dispatch log under failures: exactly N rows', () => {
   let redis: ThrowawayRedis;
-  let scratch: Awaited<ReturnType<typeof createScratchDatabase>>;
+  let scratch: Awaited<ReturnType<typeof createMigratedScratchDatabase>>;
   let db: SqlDatabase;
   let queueName: string;
   const cleanups: (() => Promise<unknown>)[] = [];
 
   beforeAll(async () => {
     redis = await startThrowawayRedis();
-    scratch = await createScratchDatabase();
-    db = createPostgresDatabase(scratch.url, testLogger);
-    await migrate(db, testLogger);
+    scratch = await createMigratedScratchDatabase();
+    db = scratch.db;
   });
   afterAll(async () => {
-    await db.close();
     await scratch.drop();
     await redis.cleanup();
   });

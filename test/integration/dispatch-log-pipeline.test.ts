@@ -5,7 +5,6 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
-import { migrate } from '../../src/dispatch-log/migrate.js';
 import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import type { DispatchEvent } from '../../src/events/dispatch-event.js';
 import { dispatchJobName, dispatchJobOptions, dispatchJobs } from '../../src/events/dispatch-queue.js';
@@ -14,24 +13,22 @@ import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { makeDispatchEvent, makeDispatchEvents } from '../support/dispatch-events.js';
 import { freePort } from '../support/free-port.js';
 import { countRows, counterValue, createTestSink, testLogger } from '../support/pipeline-fixtures.js';
-import { createScratchDatabase } from '../support/scratch-database.js';
+import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
 
 const redisUrl = 'redis://127.0.0.1:6379';
 
 describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', () => {
-  let scratch: Awaited<ReturnType<typeof createScratchDatabase>>;
+  let scratch: Awaited<ReturnType<typeof createMigratedScratchDatabase>>;
   let db: SqlDatabase;
   let queueName: string;
   const cleanups: (() => Promise<unknown>)[] = [];
 
   beforeAll(async () => {
-    scratch = await createScratchDatabase();
-    db = createPostgresDatabase(scratch.url, testLogger);
-    await migrate(db, testLogger);
+    scratch = await createMigratedScratchDatabase();
+    db = scratch.db;
   });
   afterAll(async () => {
-    await db.close();
     await scratch.drop();
   });
   afterEach(async () => {

@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import postgres from 'postgres';
+import { migrate } from '../../src/dispatch-log/migrate.js';
+import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
+import { testLogger } from './pipeline-fixtures.js';
 
 /** The machine's shared Postgres; tests only ever create and drop their own databases on it. */
 export const sharedPostgresUrl = 'postgres://root@127.0.0.1:5432/postgres';
@@ -24,6 +27,21 @@ export async function createScratchDatabase(serverUrl = sharedPostgresUrl): Prom
       } finally {
         await dropper.end();
       }
+    },
+  };
+}
+
+/** A scratch database with the dispatch-log migrations applied and a connection to it; `drop()` closes and drops. */
+export async function createMigratedScratchDatabase(): Promise<{ url: string; db: SqlDatabase; drop(): Promise<void> }> {
+  const scratch = await createScratchDatabase();
+  const db = createPostgresDatabase(scratch.url, testLogger);
+  await migrate(db, testLogger);
+  return {
+    url: scratch.url,
+    db,
+    drop: async () => {
+      await db.close();
+      await scratch.drop();
     },
   };
 }
