@@ -222,7 +222,9 @@ export class DispatchWithFallback {
     let error: string | null = null;
     try {
       res.writeHead(answer.status, headers);
-      if (upstreamIsStream) res.flushHeaders();
+      // A stream's head goes out at once, but with its first chunk when there is one: one write
+      // and one segment to the client instead of two (the chunk is already here: nothing waits).
+      if (upstreamIsStream && !answer.firstChunk) res.flushHeaders();
       if (answer.firstChunk) {
         usage.push(answer.firstChunk);
         // A JSON answer that arrived whole goes out with its head in one write, not two.
