@@ -57,9 +57,17 @@ export interface DispatcherDeps {
 const streamErrorEvent = (message: string) =>
   `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: 'stream_error' } })}\n\n`;
 
+// A provider config object is immutable (a reload builds new ones), so its prefix is parsed once,
+// not with a URL parse on every request.
+const pathPrefixes = new WeakMap<ProviderConfig, string>();
+
 /** The path of an upstream endpoint under a provider's base URL (which may carry a path prefix). */
 export function upstreamPath(provider: ProviderConfig, path: string): string {
-  const prefix = new URL(provider.baseUrl).pathname.replace(/\/+$/, '');
+  let prefix = pathPrefixes.get(provider);
+  if (prefix === undefined) {
+    prefix = new URL(provider.baseUrl).pathname.replace(/\/+$/, '');
+    pathPrefixes.set(provider, prefix);
+  }
   return prefix + path;
 }
 
@@ -214,7 +222,9 @@ export class DispatchWithFallback {
     let error: string | null = null;
     try {
       res.writeHead(answer.status, headers);
-      if (upstreamIsStream) res.flushHeaders();
+      // A stream's head goes out at once, but with its first chunk when there is one: one write
+      // and one segment to the client instead of two (the chunk is already here: nothing waits).
+      if (upstreamIsStream && !answer.firstChunk) res.flushHeaders();
       if (answer.firstChunk) {
         usage.push(answer.firstChunk);
         // A JSON answer that arrived whole goes out with its head in one write, not two.

@@ -18,14 +18,19 @@ const replacedUpstream = new Set(['host', 'content-length', 'authorization', 'ex
 /** Headers the gateway sets itself towards the client. */
 const replacedDownstream = new Set(['x-request-id', 'x-boo-candidate', 'x-boo-attempts']);
 
-function listedInConnection(headers: IncomingHttpHeaders): Set<string> {
+/**
+ * Extra header names `Connection` lists; undefined when it lists none beyond the hop-by-hop
+ * ones (`keep-alive`, `close`: nearly every request), so the common case allocates nothing.
+ */
+function listedInConnection(headers: IncomingHttpHeaders): Set<string> | undefined {
   const connection = headers.connection;
+  if (typeof connection !== 'string') return undefined;
+  const lower = connection.toLowerCase();
+  if (lower === 'keep-alive' || lower === 'close') return undefined;
   const listed = new Set<string>();
-  if (typeof connection === 'string') {
-    for (const token of connection.split(',')) {
-      const name = token.trim().toLowerCase();
-      if (name) listed.add(name);
-    }
+  for (const token of lower.split(',')) {
+    const name = token.trim();
+    if (name) listed.add(name);
   }
   return listed;
 }
@@ -33,8 +38,10 @@ function listedInConnection(headers: IncomingHttpHeaders): Set<string> {
 function copyEndToEnd(headers: IncomingHttpHeaders, replaced: ReadonlySet<string>): OutgoingHttpHeaders {
   const listed = listedInConnection(headers);
   const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || hopByHop.has(name) || listed.has(name) || replaced.has(name) || name.startsWith('proxy-')) continue;
+  // for..in rather than Object.entries: no array of pairs per request (header objects carry no inherited enumerables).
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || hopByHop.has(name) || replaced.has(name) || listed?.has(name) || name.startsWith('proxy-')) continue;
     out[name] = value;
   }
   return out;
