@@ -117,6 +117,12 @@ async function main(): Promise<void> {
   // Ctrl-C also reaches the children (same process group); they shut down on their own and we wait for them.
   process.once('SIGINT', () => void shutdown(0));
   process.once('SIGTERM', () => void shutdown(0));
+  // `npm run demo | head`: when the reader goes away, stop the gateway and worker too instead of
+  // dying on EPIPE and leaving them running.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    void shutdown(0);
+  });
 
   try {
     fleet = await startDemoFleet();
