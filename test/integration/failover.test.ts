@@ -1,39 +1,11 @@
-import OpenAI, { APIError } from 'openai';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startFakeFleet, type Reply } from '../support/fake-provider.js';
-import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';
+import { APIError } from 'openai';
+import { describe, expect, it } from 'vitest';
+import type { Reply } from '../support/fake-provider.js';
+import { useTwoCandidateGateway } from '../support/gateway-harness.js';
 import { waitFor } from '../support/wait-for.js';
 
 describe('POST /v1/chat/completions failover (SPEC §5)', () => {
-  let fleet: Awaited<ReturnType<typeof startFakeFleet<'a' | 'b'>>>;
-  let gateway: TestGateway;
-  let client: OpenAI;
-
-  beforeAll(async () => {
-    fleet = await startFakeFleet({ a: { name: 'a' }, b: { name: 'b' } });
-    gateway = await startTestGateway(
-      fleetConfigDocument({ a: fleet.a, b: fleet.b }, {}, {
-        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
-        timeouts: { firstByteMs: 400 },
-        // The table sends many failures at `a`: keep its breaker out of the way here.
-        breaker: { volumeThreshold: 10_000 },
-      }),
-    );
-    client = new OpenAI({ baseURL: `${gateway.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-  });
-
-  afterAll(async () => {
-    await gateway?.close();
-    await fleet?.closeAll();
-  });
-
-  beforeEach(() => {
-    for (const fake of [fleet.a, fleet.b]) {
-      fake.received.length = 0;
-      fake.defaultReply = { kind: 'ok' };
-    }
-    gateway.sink.events.length = 0;
-  });
+  const t = useTwoCandidateGateway({ firstByteMs: 400 });
 
   const triggers: Array<[string, Reply]> = [
     ['a connection reset', { kind: 'reset' }],
@@ -50,72 +22,72 @@ describe('POST /v1/chat/completions failover (SPEC §5)', () => {
   ];
 
   it.each(triggers)('fails over on %s', async (_name, reply) => {
-    fleet.a.script(reply);
-    const { data, response } = await client.chat.completions
+    t.fleet.a.script(reply);
+    const { data, response } = await t.client.chat.completions
       .create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] })
       .withResponse();
     expect(data.choices[0]?.message.content).toContain('hello from b');
     expect(response.headers.get('x-boo-candidate')).toBe('b/m1');
     expect(response.headers.get('x-boo-attempts')).toBe('2');
-    expect(fleet.b.dispatched()).toHaveLength(1);
-    await waitFor(() => gateway.sink.events.length === 1, 2_000, 'the dispatch event');
-    const [event] = gateway.sink.events;
+    expect(t.fleet.b.dispatched()).toHaveLength(1);
+    await waitFor(() => t.gateway.sink.events.length === 1, 2_000, 'the dispatch event');
+    const [event] = t.gateway.sink.events;
     expect(event).toMatchObject({ status: 'dispatched', candidates_tried: ['a/m1', 'b/m1'], chosen_provider_id: 'b', chosen_model: 'm1' });
     expect(event!.attempts[0]!.outcome).not.toBe('ok');
   });
 
   it('fails over when the provider refuses connections', async () => {
-    await fleet.a.stop();
+    await t.fleet.a.stop();
     try {
-      const { response } = await client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+      const { response } = await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
       expect(response.headers.get('x-boo-candidate')).toBe('b/m1');
-      await waitFor(() => gateway.sink.events.length === 1);
-      expect(gateway.sink.events[0]!.attempts[0]).toMatchObject({ candidate: 'a/m1', outcome: 'connect_error', http_status: null });
+      await waitFor(() => t.gateway.sink.events.length === 1);
+      expect(t.gateway.sink.events[0]!.attempts[0]).toMatchObject({ candidate: 'a/m1', outcome: 'connect_error', http_status: null });
     } finally {
-      await fleet.a.start();
+      await t.fleet.a.start();
     }
   });
 
   const nonTriggers = [400, 401, 403, 413, 422];
   it.each(nonTriggers)('passes an upstream %i back to the client without failing over', async (status) => {
-    fleet.a.script({ kind: 'status', status, body: { error: { message: `upstream says ${status}`, type: 'invalid_request_error', code: 'x' } } });
-    const error = await client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).catch((err: unknown) => err);
+    t.fleet.a.script({ kind: 'status', status, body: { error: { message: `upstream says ${status}`, type: 'invalid_request_error', code: 'x' } } });
+    const error = await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).catch((err: unknown) => err);
     expect(error).toBeInstanceOf(APIError);
     expect((error as APIError).status).toBe(status);
     expect((error as APIError).message).toContain(`upstream says ${status}`);
     expect((error as APIError).headers?.get('x-boo-candidate')).toBe('a/m1');
-    expect(fleet.b.dispatched()).toHaveLength(0);
-    await waitFor(() => gateway.sink.events.length === 1);
-    expect(gateway.sink.events[0]).toMatchObject({ status: 'client_error', candidates_tried: ['a/m1'], chosen_provider_id: 'a' });
+    expect(t.fleet.b.dispatched()).toHaveLength(0);
+    await waitFor(() => t.gateway.sink.events.length === 1);
+    expect(t.gateway.sink.events[0]).toMatchObject({ status: 'client_error', candidates_tried: ['a/m1'], chosen_provider_id: 'a' });
   });
 
   it('answers 502 all_candidates_failed when every candidate fails, and records it', async () => {
-    fleet.a.script({ kind: 'status', status: 500 });
-    fleet.b.script({ kind: 'reset' });
-    const error = (await client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).catch((err: unknown) => err)) as APIError;
+    t.fleet.a.script({ kind: 'status', status: 500 });
+    t.fleet.b.script({ kind: 'reset' });
+    const error = (await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).catch((err: unknown) => err)) as APIError;
     expect(error.status).toBe(502);
     expect(error.code).toBe('all_candidates_failed');
     expect(error.type).toBe('api_error');
-    await waitFor(() => gateway.sink.events.length === 1);
-    expect(gateway.sink.events[0]).toMatchObject({ status: 'failed', candidates_tried: ['a/m1', 'b/m1'], chosen_provider_id: null });
+    await waitFor(() => t.gateway.sink.events.length === 1);
+    expect(t.gateway.sink.events[0]).toMatchObject({ status: 'failed', candidates_tried: ['a/m1', 'b/m1'], chosen_provider_id: null });
   });
 
   it('keeps a candidate that answered 429 with Retry-After out of rotation for that long', async () => {
-    fleet.a.script({ kind: 'status', status: 429, headers: { 'retry-after': '1' } });
-    await client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] });
-    await client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] });
-    expect(fleet.a.dispatched()).toHaveLength(1);
-    expect(fleet.b.dispatched()).toHaveLength(2);
+    t.fleet.a.script({ kind: 'status', status: 429, headers: { 'retry-after': '1' } });
+    await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] });
+    await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] });
+    expect(t.fleet.a.dispatched()).toHaveLength(1);
+    expect(t.fleet.b.dispatched()).toHaveLength(2);
     await new Promise((resolve) => setTimeout(resolve, 1_100));
-    const { response } = await client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+    const { response } = await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
     expect(response.headers.get('x-boo-candidate')).toBe('a/m1');
   });
 
   it('serves /v1/completions and /v1/embeddings through the same failover path', async () => {
-    fleet.a.script({ kind: 'status', status: 503 }, { kind: 'status', status: 503 });
-    const completion = await client.completions.create({ model: 'auto:chat', prompt: 'hi' }).withResponse();
+    t.fleet.a.script({ kind: 'status', status: 503 }, { kind: 'status', status: 503 });
+    const completion = await t.client.completions.create({ model: 'auto:chat', prompt: 'hi' }).withResponse();
     expect(completion.response.headers.get('x-boo-candidate')).toBe('b/m1');
-    const embedding = await client.embeddings.create({ model: 'auto:chat', input: ['a', 'b'] }).withResponse();
+    const embedding = await t.client.embeddings.create({ model: 'auto:chat', input: ['a', 'b'] }).withResponse();
     expect(embedding.response.headers.get('x-boo-candidate')).toBe('b/m1');
     expect(embedding.data.data).toHaveLength(2);
   });

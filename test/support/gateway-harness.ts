@@ -3,7 +3,9 @@ import type { DispatchEvent } from '../../src/events/dispatch-event.js';
 import type { EventSink } from '../../src/events/event-sink.js';
 import { startGateway, type Gateway } from '../../src/gateway.js';
 import { createLogger, type Logger } from '../../src/shared/logger.js';
-import type { FakeProvider } from './fake-provider.js';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, beforeEach } from 'vitest';
+import { startFakeFleet, type FakeProvider } from './fake-provider.js';
 
 /** An event sink that keeps what it is given, for assertions. */
 export interface RecordingSink extends EventSink {
@@ -68,4 +70,44 @@ export function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+export interface TwoCandidateSetup {
+  fleet: Record<'a' | 'b', FakeProvider> & { closeAll(): Promise<void> };
+  gateway: TestGateway;
+  /** The official OpenAI client on the gateway, without retries. */
+  client: OpenAI;
+}
+
+/**
+ * Registers, in the calling `describe`, two fakes `a` and `b` serving `m1` behind a gateway whose
+ * `auto:chat` is `[a/m1, b/m1]`, an OpenAI client on it, and before each test a reset of the fakes
+ * (replies `ok`, nothing received) and of the recorded events. Breakers are kept out of the way:
+ * these tests send many failures at `a` on purpose. The fields are set once `beforeAll` ran.
+ */
+export function useTwoCandidateGateway(timeouts: Record<string, number>): TwoCandidateSetup {
+  const setup = {} as TwoCandidateSetup;
+  beforeAll(async () => {
+    setup.fleet = await startFakeFleet({ a: { name: 'a' }, b: { name: 'b' } });
+    setup.gateway = await startTestGateway(
+      fleetConfigDocument(setup.fleet, {}, {
+        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
+        timeouts,
+        breaker: { volumeThreshold: 10_000 },
+      }),
+    );
+    setup.client = new OpenAI({ baseURL: `${setup.gateway.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+  });
+  afterAll(async () => {
+    await setup.gateway?.close();
+    await setup.fleet?.closeAll();
+  });
+  beforeEach(() => {
+    for (const fake of [setup.fleet.a, setup.fleet.b]) {
+      fake.received.length = 0;
+      fake.defaultReply = { kind: 'ok' };
+    }
+    setup.gateway.sink.events.length = 0;
+  });
+  return setup;
 }
