@@ -30,26 +30,14 @@ const completion = Buffer.from(
 );
 const models = Buffer.from(JSON.stringify({ object: 'list', data: [{ id: 'bench-model', object: 'model', created: 0, owned_by: 'bench' }] }));
 
-const sseChunk = (i: number) =>
-  Buffer.from(
-    `data: ${JSON.stringify({
-      id: 'chatcmpl-bench',
-      object: 'chat.completion.chunk',
-      created: 1_700_000_000,
-      model: 'bench-model',
-      choices: [{ index: 0, delta: { content: `tok${i} ` }, finish_reason: null }],
-    })}\n\n`,
-  );
+/** One SSE event of a chat.completion.chunk with the given choice (and usage, on the last). */
+const sseEvent = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+  `data: ${JSON.stringify({ id: 'chatcmpl-bench', object: 'chat.completion.chunk', created: 1_700_000_000, model: 'bench-model', choices: [{ index: 0, ...choice }], ...extra })}\n\n`;
+const sseChunk = (i: number) => Buffer.from(sseEvent({ delta: { content: `tok${i} ` }, finish_reason: null }));
 const sseTail = (chunks: number) =>
   Buffer.from(
-    `data: ${JSON.stringify({
-      id: 'chatcmpl-bench',
-      object: 'chat.completion.chunk',
-      created: 1_700_000_000,
-      model: 'bench-model',
-      choices: [{ index: 0, delta: {}, finish_reason: 'stop' }],
-      usage: { prompt_tokens: 210, completion_tokens: chunks, total_tokens: 210 + chunks },
-    })}\n\ndata: [DONE]\n\n`,
+    sseEvent({ delta: {}, finish_reason: 'stop' }, { usage: { prompt_tokens: 210, completion_tokens: chunks, total_tokens: 210 + chunks } }) +
+      'data: [DONE]\n\n',
   );
 const fastStream = [...Array.from({ length: fastChunks }, (_, i) => sseChunk(i)), sseTail(fastChunks)];
 const slowStream = [...Array.from({ length: slowChunks }, (_, i) => sseChunk(i)), sseTail(slowChunks)];
