@@ -143,6 +143,11 @@ async function main(): Promise<void> {
   const key = randomBytes(24).toString('hex');
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` };
 
+  // Each profiled process writes its own CPU.<date>.<pid>.cpuprofile on exit.
+  const profileDir = join(resultsDir, 'profiles');
+  if (args.profile) mkdirSync(profileDir, { recursive: true });
+  const profileArgs = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+
   const mock = await startNodeServer(pinning, 'mock', join(here, 'mock-upstream.js'), {}, dir);
   const targets: ServerProcess[] = [{ ...mock, name: 'direct' }];
   let nginx: string | undefined;
@@ -152,7 +157,7 @@ async function main(): Promise<void> {
     else notes.push('nginx is not installed: its rows are skipped (apt-get install -y nginx-light to add them).');
   }
   if (wanted('floor')) {
-    targets.push(await startNodeServer(pinning, 'floor', join(here, 'floor-forwarder.js'), { UPSTREAM_URL: mock.url }, dir));
+    targets.push(await startNodeServer(pinning, 'floor', join(here, 'floor-forwarder.js'), { UPSTREAM_URL: mock.url }, dir, profileArgs));
   }
   let gateway: ServerProcess | undefined;
   let store: EventStore | undefined;
@@ -161,14 +166,12 @@ async function main(): Promise<void> {
     disposeStore = () => store!.dispose();
     const configPath = join(dir, 'gateway.yaml');
     writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex')));
-    const profileDir = join(resultsDir, 'profiles');
-    if (args.profile) mkdirSync(profileDir, { recursive: true });
     gateway = await startGateway(
       pinning,
       join(repoRoot, 'dist', 'src', 'main.js'),
       { BOO_CONFIG: configPath, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env },
       dir,
-      args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+      profileArgs,
     );
     targets.push(gateway);
   }
