@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { attemptOutcomes, dispatchStatuses } from '../events/dispatch-event.js';
 import type { Config } from '../config/load.js';
+import { BoundCounter, BoundHistogram } from './bound-metrics.js';
 
 /** LLM latencies run from milliseconds (cached, embeddings) to minutes (long generations, swaps). */
 export const llmLatencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600];
@@ -25,69 +26,51 @@ export function createMetricsRegistry(replica: string): Registry {
 export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
 
 /**
- * Memoises `metric.labels(...)`: prom-client validates the values and builds a labels object on
- * every call; the hot path asks for the same few children on every request. Label values are
- * bounded sets (config or fixed), so the cache is too.
- */
-function childCache<K extends Array<string | number | boolean>, C>(make: (...values: K) => C): (...values: K) => C {
-  const cache = new Map<string, C>();
-  return (...values: K): C => {
-    const key = values.join('\u0001');
-    let child = cache.get(key);
-    if (child === undefined) {
-      child = make(...values);
-      cache.set(key, child);
-    }
-    return child;
-  };
-}
-
-/**
  * Every metric of the gateway process. Label values come from config or fixed sets only; the
  * series of every configured value exist from the start at 0.
  */
 export function createGatewayMetrics(register: Registry, config: Config) {
   const registers = [register];
   const metrics = {
-    httpRequests: new Counter({
+    httpRequests: new BoundCounter({
       name: 'boo_http_requests_total',
       help: 'HTTP requests answered by the gateway, by route and status code',
       labelNames: ['route', 'code'] as const,
       registers,
     }),
-    dispatches: new Counter({
+    dispatches: new BoundCounter({
       name: 'boo_dispatches_total',
       help: 'Dispatches that reached resolution of a known model, by virtual model and final status',
       labelNames: ['virtual_model', 'status'] as const,
       registers,
     }),
-    failovers: new Counter({
+    failovers: new BoundCounter({
       name: 'boo_failovers_total',
       help: 'Dispatches that needed more than one upstream attempt',
       labelNames: ['virtual_model'] as const,
       registers,
     }),
-    attempts: new Counter({
+    attempts: new BoundCounter({
       name: 'boo_upstream_attempts_total',
       help: 'Upstream requests sent, by candidate and outcome',
       labelNames: ['candidate', 'provider', 'outcome'] as const,
       registers,
     }),
-    ttfb: new Histogram({
+    ttfb: new BoundHistogram({
       name: 'boo_upstream_ttfb_seconds',
       help: 'Time from sending an upstream request to its first body byte',
       labelNames: ['candidate'] as const,
       buckets: llmLatencyBuckets,
       registers,
     }),
-    duration: new Histogram({
+    duration: new BoundHistogram({
       name: 'boo_dispatch_duration_seconds',
       help: 'Whole dispatch, from the request to the last byte sent to the client',
       labelNames: ['virtual_model', 'stream'] as const,
       buckets: llmLatencyBuckets,
       registers,
     }),
-    overhead: new Histogram({
+    overhead: new BoundHistogram({
       name: 'boo_gateway_overhead_seconds',
       help: "The gateway's own time: before the first upstream call (pre_upstream) and from upstream first byte to client first byte (relay)",
       labelNames: ['phase'] as const,
@@ -152,14 +135,15 @@ export function createGatewayMetrics(register: Registry, config: Config) {
     }),
   };
 
+  // The hot path holds status codes and stream flags as numbers and booleans; labels are strings.
   const bound = {
-    httpRequestsOf: childCache((route: HttpRoute, code: number) => metrics.httpRequests.labels(route, String(code))),
-    dispatchesOf: childCache((virtualModel: string, status: string) => metrics.dispatches.labels(virtualModel, status)),
-    failoversOf: childCache((virtualModel: string) => metrics.failovers.labels(virtualModel)),
-    attemptsOf: childCache((candidate: string, provider: string, outcome: string) => metrics.attempts.labels(candidate, provider, outcome)),
-    ttfbOf: childCache((candidate: string) => metrics.ttfb.labels(candidate)),
-    durationOf: childCache((virtualModel: string, stream: boolean) => metrics.duration.labels(virtualModel, String(stream))),
-    overheadOf: childCache((phase: 'pre_upstream' | 'relay') => metrics.overhead.labels(phase)),
+    httpRequestsOf: (route: HttpRoute, code: number) => metrics.httpRequests.labels(route, String(code)),
+    dispatchesOf: (virtualModel: string, status: string) => metrics.dispatches.labels(virtualModel, status),
+    failoversOf: (virtualModel: string) => metrics.failovers.labels(virtualModel),
+    attemptsOf: (candidate: string, provider: string, outcome: string) => metrics.attempts.labels(candidate, provider, outcome),
+    ttfbOf: (candidate: string) => metrics.ttfb.labels(candidate),
+    durationOf: (virtualModel: string, stream: boolean) => metrics.duration.labels(virtualModel, String(stream)),
+    overheadOf: (phase: 'pre_upstream' | 'relay') => metrics.overhead.labels(phase),
   };
 
   const all = { ...metrics, ...bound };
