@@ -19,6 +19,7 @@ import {
   startGateway,
   startNginx,
   startNodeServer,
+  startRedis,
   type ServerProcess,
 } from './servers.js';
 
@@ -39,7 +40,8 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     deadline: { type: 'string', default: '240' },
     sink: { type: 'string', default: 'redis' },
-    'redis-url': { type: 'string', default: 'redis://127.0.0.1:6379' },
+    // Default: a redis-server of the bench's own on the load generator's CPU (see startRedis).
+    'redis-url': { type: 'string' },
     'postgres-url': { type: 'string', default: 'postgres://root@127.0.0.1:5432/postgres' },
   },
 });
@@ -161,8 +163,16 @@ async function main(): Promise<void> {
   }
   let gateway: ServerProcess | undefined;
   let store: EventStore | undefined;
+  let redis: ServerProcess | undefined;
   if (wanted('gateway')) {
-    store = await prepareEventStore(sinkMode, args['redis-url'], args['postgres-url']);
+    let redisUrl = args['redis-url'];
+    if (sinkMode === 'redis' && redisUrl === undefined) {
+      redis = await startRedis(pinning, dir);
+      if (redis) notes.push(`event sink: a redis-server of the bench's own on CPU ${pinning.loadCpu ?? '(unpinned)'}, with the load generator.`);
+      else notes.push('redis-server is not installed: the gateway used the Redis at 127.0.0.1:6379, wherever it runs.');
+      redisUrl = redis?.url ?? 'redis://127.0.0.1:6379';
+    }
+    store = await prepareEventStore(sinkMode, redisUrl ?? 'redis://127.0.0.1:6379', args['postgres-url']);
     disposeStore = () => store!.dispose();
     const configPath = join(dir, 'gateway.yaml');
     writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex')));
@@ -275,6 +285,7 @@ async function main(): Promise<void> {
   await mock.stop();
   await store?.dispose();
   disposeStore = undefined;
+  await redis?.stop();
   const loadAtEnd = loadavg();
   notes.push(
     'Latencies are per request from hrtime in the load generator (autocannon); added = forwarder p50 − direct p50 in this run. ' +

@@ -52,9 +52,16 @@ export function killAllServers(): void {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
 
-function spawnPinned(pinning: Pinning, command: string, args: readonly string[], env: Record<string, string>, logFile: string): ChildProcess {
+function spawnPinned(
+  pinning: Pinning,
+  command: string,
+  args: readonly string[],
+  env: Record<string, string>,
+  logFile: string,
+  cpu = pinning.serverCpu,
+): ChildProcess {
   const log = openSync(logFile, 'a');
-  const [file, argv] = pinning.serverCpu === undefined ? [command, args] : ['taskset', ['-c', String(pinning.serverCpu), command, ...args]];
+  const [file, argv] = cpu === undefined ? [command, args] : ['taskset', ['-c', String(cpu), command, ...args]];
   // taskset execs the command, so the pid is the server's own.
   const child = spawn(file, argv, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', log, log] });
   closeSync(log);
@@ -115,7 +122,22 @@ export async function startGateway(
   return { name: 'gateway', pid: child.pid!, url: url!, stop: stopper(child) };
 }
 
-/** A free loopback port (nginx needs one written in its config). */
+/**
+ * A redis-server of the bench's own (no persistence) on the load generator's CPU: Redis is a
+ * service the gateway talks to, not part of it, and on the forwarder's CPU its work would slow
+ * the gateway and not the floor (which has no Redis). Undefined when redis-server is not installed.
+ */
+export async function startRedis(pinning: Pinning, dir: string): Promise<ServerProcess | undefined> {
+  if (spawnSync('redis-server', ['--version']).status !== 0) return undefined;
+  const port = await freePort();
+  const logFile = join(dir, 'redis.log');
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const child = spawnPinned(pinning, 'redis-server', args, {}, logFile, pinning.loadCpu);
+  await waitForLog(logFile, /Ready to accept connections/, child, 'redis-server');
+  return { name: 'redis', pid: child.pid!, url: `redis://127.0.0.1:${port}`, stop: stopper(child) };
+}
+
+/** A free loopback port (nginx and redis-server need one on their command line). */
 export async function freePort(): Promise<number> {
   const server = createServer();
   server.listen(0, '127.0.0.1');

@@ -89,6 +89,12 @@ export const configFileSchema = z
         batchMaxWaitMs: positiveMs.default(200),
         /** Events packed into one BullMQ job: each job costs Redis two Lua scripts whatever its size. */
         eventsPerJob: z.number().int().positive().max(1_000).default(200),
+        /**
+         * Longest an event waits in the gateway before it is sent to the queue; a full job
+         * (`eventsPerJob` events) is sent at once. Every send costs a pipeline and a Lua call
+         * whatever it carries, so sending less often is cheaper per event.
+         */
+        flushMs: positiveMs.default(100),
       })
       .prefault({}),
   });

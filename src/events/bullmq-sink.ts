@@ -21,7 +21,7 @@ export interface BullmqSinkOptions {
   chunkSize: number;
   /** Events per BullMQ job inside an `addBulk` (see `dispatchJobs`). */
   eventsPerJob: number;
-  /** Longest time an event waits in memory before its micro-batch is sent. */
+  /** Longest time an event waits in memory before its micro-batch is sent; a full job goes at once. */
   flushDelayMs?: number;
   /** Bound of every Redis command; a slower Redis counts as down and events go to the spool. */
   commandTimeoutMs?: number;
@@ -54,7 +54,7 @@ export class BullmqSink implements EventSink {
   readonly #dropLog = { lastAt: 0, suppressed: 0 };
 
   constructor(options: BullmqSinkOptions) {
-    this.#options = { flushDelayMs: 20, commandTimeoutMs: 2_000, ...options };
+    this.#options = { flushDelayMs: 100, commandTimeoutMs: 2_000, ...options };
     const { logger, metrics } = this.#options;
     // Fail fast instead of waiting for a reconnection: no offline queue, bounded commands,
     // one retry. The pump turns every failure into a spool append, so nothing piles up here.
@@ -99,7 +99,7 @@ export class BullmqSink implements EventSink {
       return;
     }
     this.#buffer.push(event);
-    if (this.#buffer.length >= this.#options.chunkSize) {
+    if (this.#buffer.length === this.#options.eventsPerJob || this.#buffer.length >= this.#options.chunkSize) {
       if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
       this.#flushTimer = undefined;
       setImmediate(() => this.#kick());

@@ -45,6 +45,7 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
       maxBuffered: config.events.maxBuffered,
       chunkSize: config.events.batchSize,
       eventsPerJob: config.events.eventsPerJob,
+      flushDelayMs: config.events.flushMs,
       ...(probe ? { databaseHealth: probe.health } : {}),
     });
     if (!probe) return sink;
