@@ -164,6 +164,9 @@ export class BullmqSink implements EventSink {
       if (this.#buffer.length > 0 && redisUsable && spool.isEmpty) {
         const chunk = this.#buffer.splice(0, chunkSize);
         if (!(await this.#enqueue(chunk))) await this.#toSpool(chunk);
+        // What arrived during the send waits for its flush timer unless it fills a job: sending
+        // it at once made a job of every round trip, a handful of events each.
+        if (this.#buffer.length < this.#options.eventsPerJob && !this.#closing) return;
         continue;
       }
       // At start the connection is usually a few ms away: hold events in memory that long.
