@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,6 +85,16 @@ function requestBody(stream: boolean, slow = false): string {
   const size = Buffer.byteLength(JSON.stringify(document));
   document.messages[1]!.content = 'Summarise the following text. '.repeat(40).slice(0, Math.max(0, 1024 - size));
   return JSON.stringify(document);
+}
+
+/**
+ * The node flags of `npm start` (package.json), so the bench runs the gateway as production
+ * does: the Dockerfile and compose file carry the same ones (a deploy test keeps them equal).
+ */
+function startFlags(): string[] {
+  const { scripts } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  const words = (scripts.start ?? '').split(/\s+/);
+  return words.slice(1, words.indexOf('dist/src/main.js')).filter((word) => word.startsWith('--'));
 }
 
 function gatewayConfig(upstream: string, keyDigest: string): string {
@@ -181,7 +191,7 @@ async function main(): Promise<void> {
       join(repoRoot, 'dist', 'src', 'main.js'),
       { BOO_CONFIG: configPath, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env },
       dir,
-      profileArgs,
+      [...startFlags(), ...profileArgs],
     );
     targets.push(gateway);
   }
@@ -302,7 +312,7 @@ async function main(): Promise<void> {
       nginx: nginx ?? 'not run',
       commit: commit(),
       'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), after 1 s warm-up`,
-      gateway: 'dist/src/main.js: auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
+      gateway: `node ${[...startFlags(), ''].join(' ')}dist/src/main.js (as npm start): auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on`,
       'event sink': store?.description ?? 'not run',
     },
     rows,
