@@ -90,3 +90,14 @@ describe('UsageReader on SSE streams', () => {
     expect(read(true, chunk('a'), 'data: [DONE]\n\n')).toEqual({ promptTokens: null, completionTokens: null });
   });
 });
+
+describe('UsageReader memory', () => {
+  it("keeps its own copy of a stream's chunks, not the read buffers they arrived in", () => {
+    const reader = new UsageReader(true);
+    const readBuffer = Buffer.from('data: {"usage":{"prompt_tokens":4,"completion_tokens":2}}\n\ndata: [DONE]\n\n');
+    reader.push(readBuffer);
+    // The socket's buffer is reused or freed once the chunk is relayed: the window must not see it.
+    readBuffer.fill(0x20);
+    expect(reader.read()).toEqual({ promptTokens: 4, completionTokens: 2 });
+  });
+});
