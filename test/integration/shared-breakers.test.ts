@@ -199,12 +199,19 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
 
   it('sends exactly one probe per reset window across the three replicas', async () => {
     const all = ['A', 'B', 'C'].map(replica);
+    const [, b, c] = all as [Replica, Replica, Replica];
+    const marks = [b, c].map((other) => other.process.lines.length);
     x.defaultReply = { kind: 'status', status: 500 };
     expect(await chat(replica('A'))).toMatchObject({ status: 200, candidate: 'y/m1', attempts: 2 });
     const before = x.dispatched().length;
     // The failing request ended before A tripped: the first window ends at least resetTimeoutMs after it.
     const trip = x.dispatched().at(-1);
     const trippedAt = trip?.closedAt ?? trip?.receivedAt ?? Number.NaN;
+    // Traffic starts once B and C know of the trip: a request they sent in the few ms before
+    // would reach x as ordinary traffic, not as a probe (propagation has its own test above).
+    for (const [index, other] of [b, c].entries()) {
+      await waitFor(() => transitions(other, marks[index]).some((entry) => entry.state === 'open' && entry.origin === 'remote'), 2_000, `${other.name} to learn the trip on A`);
+    }
     const load = traffic(all);
     await sleep(8 * resetTimeoutMs + 200);
     await load.stop();
