@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,16 +87,6 @@ function requestBody(stream: boolean, slow = false): string {
   return JSON.stringify(document);
 }
 
-/**
- * The node flags of `npm start` (package.json), so the bench runs the gateway as production
- * does: the Dockerfile and compose file carry the same ones (a deploy test keeps them equal).
- */
-function startFlags(): string[] {
-  const { scripts } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
-  const words = (scripts.start ?? '').split(/\s+/);
-  return words.slice(1, words.indexOf('dist/src/main.js')).filter((word) => word.startsWith('--'));
-}
-
 function gatewayConfig(upstream: string, keyDigest: string): string {
   return `# written by npm run bench
 providers:
@@ -175,14 +165,17 @@ async function main(): Promise<void> {
   let store: EventStore | undefined;
   let redis: ServerProcess | undefined;
   if (wanted('gateway')) {
-    let redisUrl = args['redis-url'];
-    if (sinkMode === 'redis' && redisUrl === undefined) {
+    let redisUrl = args['redis-url'] ?? 'redis://127.0.0.1:6379';
+    if (sinkMode === 'redis' && args['redis-url'] === undefined) {
       redis = await startRedis(pinning, dir);
-      if (redis) notes.push(`event sink: a redis-server of the bench's own on CPU ${pinning.loadCpu ?? '(unpinned)'}, with the load generator.`);
-      else notes.push('redis-server is not installed: the gateway used the Redis at 127.0.0.1:6379, wherever it runs.');
-      redisUrl = redis?.url ?? 'redis://127.0.0.1:6379';
+      if (redis) {
+        redisUrl = redis.url;
+        notes.push(`event sink: a redis-server of the bench's own on CPU ${pinning.loadCpu ?? '(unpinned)'}, with the load generator.`);
+      } else {
+        notes.push(`redis-server is not installed: the gateway used the Redis at ${redisUrl}, wherever it runs.`);
+      }
     }
-    store = await prepareEventStore(sinkMode, redisUrl ?? 'redis://127.0.0.1:6379', args['postgres-url']);
+    store = await prepareEventStore(sinkMode, redisUrl, args['postgres-url']);
     disposeStore = () => store!.dispose();
     const configPath = join(dir, 'gateway.yaml');
     writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex')));
@@ -191,7 +184,7 @@ async function main(): Promise<void> {
       join(repoRoot, 'dist', 'src', 'main.js'),
       { BOO_CONFIG: configPath, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env },
       dir,
-      [...startFlags(), ...profileArgs],
+      profileArgs,
     );
     targets.push(gateway);
   }
@@ -312,7 +305,7 @@ async function main(): Promise<void> {
       nginx: nginx ?? 'not run',
       commit: commit(),
       'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), after 1 s warm-up`,
-      gateway: `node ${[...startFlags(), ''].join(' ')}dist/src/main.js (as npm start): auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on`,
+      gateway: 'dist/src/main.js (as npm start runs it): auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
       'event sink': store?.description ?? 'not run',
     },
     rows,
