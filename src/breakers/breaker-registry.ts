@@ -91,6 +91,10 @@ export class BreakerRegistry extends EventEmitter<BreakerEvents> {
         rollingCountTimeout: this.options.rollingCountTimeoutMs,
         resetTimeout: this.options.resetTimeoutMs,
         errorFilter: isExcusedError,
+        // Latency percentiles are ours (fleet EWMA, Prometheus): opossum's would keep every
+        // call's latency in its window and sort them all on each failure.
+        rollingPercentilesEnabled: false,
+        enableSnapshots: false,
       });
       const created: Entry = { breaker, permit: false, probing: false, origin: 'local', reported: 'closed' };
       breaker.on('open', () => {

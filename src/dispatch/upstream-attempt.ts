@@ -1,6 +1,5 @@
-import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Timeouts } from '../config/schema.js';
 import type { AttemptOutcome } from '../events/dispatch-event.js';
@@ -73,23 +72,6 @@ export interface AttemptRequest {
   readonly now: () => number;
 }
 
-/**
- * The abort signal undici gets for one attempt: an EventEmitter, which undici accepts in place
- * of an AbortSignal. An AbortController costs an EventTarget and its listener bookkeeping on
- * every attempt; nothing but undici listens here.
- */
-class AttemptAbort extends EventEmitter {
-  aborted = false;
-  reason: unknown = undefined;
-
-  abort(reason: Error): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.reason = reason;
-    this.emit('abort');
-  }
-}
-
 export class IdleTimeoutError extends Error {
   constructor(ms: number) {
     super(`upstream sent nothing for ${ms} ms`);
@@ -135,12 +117,9 @@ export function describeError(error: unknown): string {
   return String(error);
 }
 
-function classifyTransportError(error: unknown, signal: AttemptAbort): AttemptFailedError {
-  const reason: unknown = signal.reason;
-  if (signal.aborted && reason instanceof ClientClosedError) return new AttemptFailedError('client_closed', reason.message);
-  if (signal.aborted && (reason instanceof FirstByteTimeoutError || reason instanceof TotalTimeoutError)) {
-    return new AttemptFailedError('timeout', reason.message);
-  }
+function classifyTransportError(error: unknown, reason: unknown): AttemptFailedError {
+  if (reason instanceof ClientClosedError) return new AttemptFailedError('client_closed', reason.message);
+  if (reason instanceof FirstByteTimeoutError || reason instanceof TotalTimeoutError) return new AttemptFailedError('timeout', reason.message);
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return new AttemptFailedError('timeout', describeError(error), { cause: error });
@@ -148,117 +127,217 @@ function classifyTransportError(error: unknown, signal: AttemptAbort): AttemptFa
   return new AttemptFailedError('connect_error', describeError(error), { cause: error });
 }
 
+/** An error answer read to its end keeps its keep-alive connection; a longer one is not worth reading. */
+const discardLimitBytes = 64 * 1024;
+
 /**
  * Sends one upstream request and waits for its first body byte: the last moment at which the
  * dispatcher can still fail over. Resolves with the answer ready to relay (a 2xx/3xx, or a 4xx
  * that belongs to the client). Rejects with {@link AttemptFailedError} for every failover trigger
- * of SPEC §5, after releasing the connection.
+ * of SPEC §5.
  */
-export async function sendAttempt(request: AttemptRequest): Promise<CommittableResponse> {
-  const { timeouts, now } = request;
-  if (request.client.gone) throw new AttemptFailedError('client_closed', 'client closed the connection');
-  const signal = new AttemptAbort();
-  const startedAt = now();
-  const unsubscribe = request.client.onGone(() => signal.abort(new ClientClosedError()));
-  const clock = new AttemptClock(signal, timeouts);
-  const release = () => {
-    clock.stop();
-    unsubscribe();
-  };
-
-  let response: Dispatcher.ResponseData;
-  try {
-    response = await request.pool.request({
-      path: request.path,
-      method: request.method,
-      headers: request.headers as Record<string, string>,
-      body: request.body ?? null,
-      signal,
-      // Our own timer owns the first byte and idle budgets: undici's would race it.
-      headersTimeout: 0,
-      bodyTimeout: 0,
-    });
-  } catch (err: unknown) {
-    release();
-    throw classifyTransportError(err, signal);
-  }
-
-  const { statusCode: status, headers, body } = response;
-  if (isFailoverStatus(status)) {
-    release();
-    body.dump().catch(() => {
-      /* the connection is released either way; nothing to report for a discarded error body */
-    });
-    const retryAfterUntil = status === 429 ? parseRetryAfter(headers['retry-after'], now()) : undefined;
-    throw new AttemptFailedError(status >= 500 ? 'http_5xx' : 'http_retryable', `upstream answered ${status}`, {
-      httpStatus: status,
-      ...(retryAfterUntil === undefined ? {} : { retryAfterUntil }),
-    });
-  }
-
-  // One error listener for the body's whole life: an 'error' with no listener would crash the process.
-  let bodyError: unknown;
-  let onBodyError: ((err: unknown) => void) | undefined;
-  body.on('error', (err: unknown) => {
-    bodyError ??= err;
-    onBodyError?.(err);
-  });
-  let firstChunk: Buffer | null;
-  try {
-    firstChunk = await readFirstChunk(body, (listener) => (onBodyError = listener));
-  } catch (err: unknown) {
-    release();
-    const failure = classifyTransportError(err, signal);
-    if (failure.outcome === 'connect_error') {
-      throw new AttemptFailedError('broken_before_first_byte', `upstream body broke before the first byte: ${describeError(err)}`, {
-        httpStatus: status,
-        cause: err,
-      });
+export function sendAttempt(request: AttemptRequest): Promise<CommittableResponse> {
+  if (request.client.gone) return Promise.reject(new AttemptFailedError('client_closed', 'client closed the connection'));
+  return new Promise((resolve, reject) => {
+    const exchange = new UpstreamExchange(request, resolve, reject);
+    try {
+      request.pool.dispatch(
+        {
+          path: request.path,
+          method: request.method,
+          headers: request.headers as Record<string, string>,
+          body: request.body ?? null,
+          // Our own clock owns the first-byte and idle budgets: undici's would race it.
+          headersTimeout: 0,
+          bodyTimeout: 0,
+        },
+        exchange,
+      );
+    } catch (err: unknown) {
+      exchange.onResponseError(undefined, err as Error);
     }
-    throw failure;
+  });
+}
+
+/**
+ * One upstream request as an undici dispatch handler: undici calls it straight from its parser,
+ * with no response stream in between. A `Readable` per response (what `pool.request` hands out)
+ * costs its construction, buffering, events and end-of-stream bookkeeping on every request,
+ * and the relay needs none of it: a chunk goes to the client as it arrives, and backpressure is
+ * the controller's pause and resume.
+ *
+ * Phases: `headers` (waiting for the status), `firstByte` (a relayable status, waiting for the
+ * first body byte or the end), `committed` (resolved; chunks wait in `pending` until
+ * {@link relayRest} gives them a destination), `discarding` (a failover status: rejected, the
+ * error body read to its end so that the connection is kept), `done`.
+ */
+class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableResponse {
+  status = 0;
+  headers: IncomingHttpHeaders = {};
+  firstChunk: Buffer | null = null;
+  ttfbMs = 0;
+  firstByteAt = 0;
+
+  private phase: 'headers' | 'firstByte' | 'committed' | 'discarding' | 'done' = 'headers';
+  private controller: Dispatcher.DispatchController | undefined;
+  private reason: Error | undefined;
+  private readonly clock: AttemptClock;
+  private readonly startedAt: number;
+  private readonly unsubscribe: () => void;
+  private discarded = 0;
+  /** Committed, before the relay starts: chunks that arrived, and how the body ended (true, or its error). */
+  private pending: Buffer[] | undefined;
+  private ending: true | Error | undefined;
+  private relay: { out: Writable; observe: (chunk: Buffer) => void; resolve: () => void; reject: (err: unknown) => void } | undefined;
+
+  constructor(
+    private readonly request: AttemptRequest,
+    private readonly resolveAttempt: (answer: CommittableResponse) => void,
+    private readonly rejectAttempt: (failure: AttemptFailedError) => void,
+  ) {
+    this.startedAt = request.now();
+    this.clock = new AttemptClock((reason) => this.abort(reason), request.timeouts);
+    this.unsubscribe = request.client.onGone(() => this.abort(new ClientClosedError()));
   }
 
-  const firstByteAt = performance.now();
-  const ttfbMs = now() - startedAt;
-  clock.firstByte(firstByteAt);
-  return {
-    status,
-    headers,
-    firstChunk,
-    ttfbMs,
-    firstByteAt,
-    abortReason: () => signal.reason,
-    relayRest: (out, observe) =>
-      new Promise<void>((resolve, reject) => {
-        if (bodyError !== undefined) return reject(bodyError);
-        if (body.readableEnded) return resolve();
-        const onData = (chunk: Buffer) => {
-          clock.activity();
-          observe(chunk);
-          if (!out.write(chunk)) body.pause();
-        };
-        const onDrain = () => {
-          // The idle timer does not run against a client that is slow to read.
-          clock.activity();
-          body.resume();
-        };
-        const settle = (err?: unknown) => {
-          body.off('data', onData);
-          body.off('end', settle);
-          out.off('drain', onDrain);
-          onBodyError = undefined;
-          if (err === undefined) resolve();
-          else reject(err);
-        };
-        onBodyError = settle;
-        body.on('data', onData);
-        body.once('end', settle);
-        out.on('drain', onDrain);
-        if (!out.writableNeedDrain) body.resume();
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.reason) controller.abort(this.reason);
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    if (this.phase !== 'headers') return;
+    this.status = status;
+    this.headers = headers;
+    if (!isFailoverStatus(status)) {
+      this.phase = 'firstByte';
+      return;
+    }
+    this.phase = 'discarding';
+    const retryAfterUntil = status === 429 ? parseRetryAfter(headers['retry-after'], this.request.now()) : undefined;
+    this.rejectAttempt(
+      new AttemptFailedError(status >= 500 ? 'http_5xx' : 'http_retryable', `upstream answered ${status}`, {
+        httpStatus: status,
+        ...(retryAfterUntil === undefined ? {} : { retryAfterUntil }),
       }),
-    abort: (reason) => signal.abort(reason),
-    finish: release,
+    );
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    switch (this.phase) {
+      case 'firstByte':
+        this.commit(chunk);
+        return;
+      case 'committed':
+        this.clock.activity();
+        if (this.relay) this.forward(chunk);
+        else (this.pending ??= []).push(chunk);
+        return;
+      case 'discarding':
+        this.discarded += chunk.length;
+        if (this.discarded > discardLimitBytes) controller.abort(new Error('error body too long to read for keep-alive'));
+        return;
+      default:
+    }
+  }
+
+  onResponseEnd(): void {
+    switch (this.phase) {
+      case 'firstByte':
+        this.commit(null);
+        this.end(true);
+        return;
+      case 'committed':
+        this.end(true);
+        return;
+      case 'discarding':
+        this.finish();
+        return;
+      default:
+    }
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
+    const phase = this.phase;
+    if (phase === 'done') return;
+    if (phase === 'committed') return this.end(error);
+    this.finish();
+    if (phase === 'headers') return this.rejectAttempt(classifyTransportError(error, this.reason));
+    if (phase === 'firstByte') {
+      const failure = classifyTransportError(error, this.reason);
+      if (failure.outcome !== 'connect_error') return this.rejectAttempt(failure);
+      this.rejectAttempt(
+        new AttemptFailedError('broken_before_first_byte', `upstream body broke before the first byte: ${describeError(error)}`, {
+          httpStatus: this.status,
+          cause: error,
+        }),
+      );
+    }
+  }
+
+  abortReason(): unknown {
+    return this.reason;
+  }
+
+  abort(reason: Error): void {
+    if (this.reason || this.phase === 'done') return;
+    this.reason = reason;
+    if (this.controller) this.controller.abort(reason);
+    // Still queued in the pool: undici aborts it when it gets a connection, the attempt fails now.
+    else this.onResponseError(undefined, reason);
+  }
+
+  relayRest(out: Writable, observe: (chunk: Buffer) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.relay = { out, observe, resolve, reject };
+      const pending = this.pending;
+      this.pending = undefined;
+      if (pending) for (const chunk of pending) this.forward(chunk);
+      if (this.ending !== undefined) return this.settleRelay();
+      out.on('drain', this.onDrain);
+    });
+  }
+
+  finish(): void {
+    if (this.phase === 'done') return;
+    this.phase = 'done';
+    this.clock.stop();
+    this.unsubscribe();
+    this.relay?.out.off('drain', this.onDrain);
+  }
+
+  private commit(firstChunk: Buffer | null): void {
+    this.phase = 'committed';
+    this.firstChunk = firstChunk;
+    this.firstByteAt = performance.now();
+    this.ttfbMs = this.request.now() - this.startedAt;
+    this.clock.firstByte(this.firstByteAt);
+    this.resolveAttempt(this);
+  }
+
+  private forward(chunk: Buffer): void {
+    const { out, observe } = this.relay!;
+    observe(chunk);
+    if (!out.write(chunk)) this.controller?.pause();
+  }
+
+  // The idle budget does not run against a client that is slow to read.
+  private readonly onDrain = () => {
+    this.clock.activity();
+    this.controller?.resume();
   };
+
+  private end(how: true | Error): void {
+    this.ending ??= how;
+    if (this.relay) this.settleRelay();
+  }
+
+  private settleRelay(): void {
+    const { out, resolve, reject } = this.relay!;
+    out.off('drain', this.onDrain);
+    if (this.ending === true) resolve();
+    else reject(this.ending);
+  }
 }
 
 /**
@@ -269,15 +348,15 @@ export async function sendAttempt(request: AttemptRequest): Promise<CommittableR
  * clearTimeout, not a timer per budget and a re-arm per chunk.
  */
 class AttemptClock {
-  private readonly signal: AttemptAbort;
+  private readonly onExpire: (reason: Error) => void;
   private readonly timeouts: Timeouts;
   private readonly startedAt = performance.now();
   /** performance.now() of the first byte, then of the last chunk or drain; undefined before the first byte. */
   private lastActivityAt: number | undefined;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(signal: AttemptAbort, timeouts: Timeouts) {
-    this.signal = signal;
+  constructor(onExpire: (reason: Error) => void, timeouts: Timeouts) {
+    this.onExpire = onExpire;
     this.timeouts = timeouts;
     this.timer = setTimeout(() => this.check(), Math.min(timeouts.firstByteMs, timeouts.idleMs, timeouts.totalMs));
   }
@@ -309,31 +388,6 @@ class AttemptClock {
 
   private expire(reason: Error): void {
     this.timer = undefined;
-    this.signal.abort(reason);
+    this.onExpire(reason);
   }
-}
-
-/**
- * The first chunk of a body, leaving the stream paused after it (null when the body ended
- * empty). Event listeners rather than the async iterator: the iterator costs a promise and a
- * microtask per chunk.
- */
-function readFirstChunk(body: Readable, onError: (listener: (err: unknown) => void) => void): Promise<Buffer | null> {
-  return new Promise((resolve, reject) => {
-    const settle = (chunk: Buffer | null, err?: unknown) => {
-      body.off('data', onData);
-      body.off('end', onEnded);
-      onError(() => {});
-      if (err !== undefined) reject(err);
-      else resolve(chunk);
-    };
-    const onData = (chunk: Buffer) => {
-      body.pause();
-      settle(chunk);
-    };
-    const onEnded = () => settle(null);
-    onError((err) => settle(null, err));
-    body.on('data', onData);
-    body.once('end', onEnded);
-  });
 }

@@ -70,12 +70,17 @@ export function createApp(deps: AppDeps): RequestListener {
 
     const context = openRequestContext(req, res, logger, metrics);
     context.route = route;
+    // The relayed answer carries the request id in its head; an error answer gets it here.
+    const fail = (error: unknown, errorLogger: () => Logger) => {
+      if (!res.headersSent) res.setHeader('x-request-id', context.requestId);
+      sendError(res, error, errorLogger);
+    };
     const current = config();
     // An unread body is left to node:http, as it is on the Express path.
-    if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return sendError(res, new AuthenticationError(), rootLogger);
+    if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return fail(new AuthenticationError(), rootLogger);
     receiveBody(req, res, current.limits.maxBodyBytes, (error, body) => {
-      if (error) return sendError(res, error, () => context.logger);
-      serveDispatch(dispatcher, endpoint, req, res, context, body).catch((err: unknown) => sendError(res, err, () => context.logger));
+      if (error) return fail(error, () => context.logger);
+      serveDispatch(dispatcher, endpoint, req, res, context, body).catch((err: unknown) => fail(err, () => context.logger));
     });
   };
 }

@@ -36,6 +36,26 @@ describe('POST /v1/chat/completions failover (SPEC §5)', () => {
     expect(event!.attempts[0]!.outcome).not.toBe('ok');
   });
 
+  it('reads a failover answer to its end and keeps its connection, but not a long one', async () => {
+    const ask = () => t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] });
+    await ask();
+    t.fleet.a.script({ kind: 'status', status: 503, body: 'busy, try later' });
+    await ask();
+    await ask();
+    const [first, refused, next] = t.fleet.a.dispatched();
+    expect(refused!.remotePort).toBe(first!.remotePort);
+    expect(next!.remotePort).toBe(first!.remotePort);
+
+    // An error body past what is worth reading for keep-alive: the connection is dropped instead.
+    t.fleet.a.script({ kind: 'status', status: 503, body: 'x'.repeat(256 * 1024) });
+    const { response } = await ask().withResponse();
+    expect(response.headers.get('x-boo-candidate')).toBe('b/m1');
+    await ask();
+    const [, , , long, after] = t.fleet.a.dispatched();
+    expect(long!.remotePort).toBe(first!.remotePort);
+    expect(after!.remotePort).not.toBe(first!.remotePort);
+  });
+
   it('fails over when the provider refuses connections', async () => {
     await t.fleet.a.stop();
     try {

@@ -143,6 +143,7 @@ describe('headers, auth and error shapes', () => {
     const response = await send();
     expect(response.statusCode).toBe(status);
     expect(response.headers['content-type']).toContain('application/json');
+    expect(response.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expectOpenAIError(await response.body.json(), code);
     expect(fleet.a.dispatched()).toHaveLength(0);
     expect(gateway.sink.events).toHaveLength(0); // rejected before resolution: no row
@@ -154,6 +155,7 @@ describe('headers, auth and error shapes', () => {
     try {
       const response = await post({ model: 'auto:chat' });
       expect(response.statusCode).toBe(503);
+      expect(response.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
       expectOpenAIError(await response.body.json(), 'no_healthy_candidate');
       await waitFor(() => gateway.sink.events.length === 1);
       expect(gateway.sink.events[0]).toMatchObject({ status: 'no_candidates', candidates_tried: [] });

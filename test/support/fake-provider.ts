@@ -66,6 +66,8 @@ export interface ReceivedRequest {
   closedAt?: number;
   /** Response body bytes written so far. */
   bytesWritten: number;
+  /** The client's port: two requests with the same one came over the same keep-alive connection. */
+  remotePort: number | undefined;
 }
 
 export interface FakeProviderOptions {
@@ -513,6 +515,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       aborted: false,
       receivedAt: Date.now(),
       bytesWritten: 0,
+      remotePort: req.socket.remotePort,
     };
     received.push(record);
     const exchange: Exchange = { req, res, record, signal: controller.signal, cutByServer: false };

@@ -73,14 +73,14 @@ export function contextOf(res: Response): RequestContext {
 
 /**
  * Starts the context of one request: accepts the client's `X-Request-Id` when it is a plain
- * token (else makes one), echoes it, watches for the client going away, and counts the request
- * by route and status when it ends.
+ * token (else makes one), watches for the client going away, and counts the request by route
+ * and status when it ends. The caller echoes the id: a header set here before `writeHead`
+ * sends node:http down its slower merge path, one `setHeader` per header of the answer.
  */
 export function openRequestContext(req: IncomingMessage, res: ServerResponse, logger: Logger, metrics: GatewayMetrics): RequestContext {
   const offered = req.headers['x-request-id'];
   const requestId = typeof offered === 'string' && acceptableRequestId.test(offered) ? offered : randomUUID();
   const context = new RequestContext(requestId, logger);
-  res.setHeader('x-request-id', requestId);
   res.once('close', () => {
     if (!res.writableFinished) context.clientWentAway();
     metrics.httpRequestsOf(context.route, res.statusCode).inc();
@@ -91,7 +91,9 @@ export function openRequestContext(req: IncomingMessage, res: ServerResponse, lo
 /** {@link openRequestContext} as Express middleware, for the routes off the dispatch fast path. */
 export function requestContext(logger: Logger, metrics: GatewayMetrics) {
   return (req: Request, res: Response, next: NextFunction): void => {
-    res.locals.boo = openRequestContext(req, res, logger, metrics);
+    const context = openRequestContext(req, res, logger, metrics);
+    res.setHeader('x-request-id', context.requestId);
+    res.locals.boo = context;
     next();
   };
 }
