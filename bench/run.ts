@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { prepareEventStore, sinkModes, waitForSink, type EventStore, type SinkMode } from './event-store.js';
 import { measureLoad } from './load.js';
 import { measureManyStreams } from './many-streams.js';
+import { gatewayConfig, requestBody } from './scenario.js';
 import { memory } from './proc-stats.js';
 import { addedMs, renderMarkdown, type BenchReport, type Check, type ScenarioRow, type StreamsRow } from './report.js';
 import {
@@ -70,46 +71,6 @@ process.once('exit', killAllServers);
 /** Removes the queue or database the run created; set once there is one. */
 let disposeStore: (() => Promise<void>) | undefined;
 
-function requestBody(stream: boolean, slow = false): string {
-  const document = {
-    model: 'auto:chat',
-    messages: [
-      { role: 'system', content: 'You are a helpful assistant. Answer briefly.' },
-      { role: 'user', content: '' },
-    ],
-    max_tokens: 64,
-    temperature: 0.7,
-    stream,
-    ...(slow ? { bench_slow: true } : {}),
-  };
-  const size = Buffer.byteLength(JSON.stringify(document));
-  document.messages[1]!.content = 'Summarise the following text. '.repeat(40).slice(0, Math.max(0, 1024 - size));
-  return JSON.stringify(document);
-}
-
-function gatewayConfig(upstream: string, keyDigest: string): string {
-  return `# written by npm run bench
-providers:
-  mock:
-    baseUrl: ${upstream}
-    type: openai
-    # The many-streams run holds 2,000 upstream connections open at once.
-    maxConnections: 4096
-  mock-b:
-    baseUrl: ${upstream}
-    type: openai
-virtualModels:
-  auto:chat:
-    strategy: priority
-    candidates:
-      - mock/bench-model
-      - mock-b/bench-model
-auth:
-  apiKeys:
-    - ${keyDigest}
-`;
-}
-
 async function sanityCheck(target: ServerProcess, headers: Record<string, string>): Promise<void> {
   for (const stream of [false, true]) {
     const answer = await request(`${target.url}/v1/chat/completions`, { method: 'POST', headers, body: requestBody(stream) });
@@ -159,7 +120,7 @@ async function main(): Promise<void> {
     else notes.push('nginx is not installed: its rows are skipped (apt-get install -y nginx-light to add them).');
   }
   if (wanted('floor')) {
-    targets.push(await startNodeServer(pinning, 'floor', join(here, 'floor-forwarder.js'), { UPSTREAM_URL: mock.url }, dir, profileArgs));
+    targets.push(await startNodeServer(pinning, 'floor', join(here, 'floor-forwarder.js'), { UPSTREAM_URL: mock.url }, dir, { nodeArgs: profileArgs }));
   }
   let gateway: ServerProcess | undefined;
   let store: EventStore | undefined;
@@ -184,7 +145,7 @@ async function main(): Promise<void> {
       join(repoRoot, 'dist', 'src', 'main.js'),
       { BOO_CONFIG: configPath, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env },
       dir,
-      profileArgs,
+      { nodeArgs: profileArgs },
     );
     targets.push(gateway);
   }

@@ -93,6 +93,23 @@ function stopper(child: ChildProcess): () => Promise<void> {
   };
 }
 
+/**
+ * How a Node server is started: extra node flags, and optionally a launcher that runs node (such
+ * as valgrind, which keeps the pid: the pid read for CPU and memory is still the server's).
+ */
+export interface NodeLaunch {
+  readonly nodeArgs?: readonly string[];
+  readonly launcher?: readonly string[];
+}
+
+function nodeCommand(script: string, { nodeArgs = [], launcher = [] }: NodeLaunch): [string, string[]] {
+  const [first, ...rest] = launcher;
+  return first === undefined ? [process.execPath, [...nodeArgs, script]] : [first, [...rest, process.execPath, ...nodeArgs, script]];
+}
+
+/** A launcher makes start-up many times slower (valgrind: about 50×). */
+const readyTimeoutMs = (launch: NodeLaunch) => (launch.launcher?.length ? 180_000 : 15_000);
+
 /** Starts a built Node script that prints `listening <port>` when ready. */
 export async function startNodeServer(
   pinning: Pinning,
@@ -100,11 +117,11 @@ export async function startNodeServer(
   script: string,
   env: Record<string, string>,
   dir: string,
-  nodeArgs: readonly string[] = [],
+  launch: NodeLaunch = {},
 ): Promise<ServerProcess> {
   const logFile = join(dir, `${name}.log`);
-  const child = spawnPinned(pinning, process.execPath, [...nodeArgs, script], env, logFile);
-  const [, port] = await waitForLog(logFile, /^listening (\d+)$/m, child, name);
+  const child = spawnPinned(pinning, ...nodeCommand(script, launch), env, logFile);
+  const [, port] = await waitForLog(logFile, /^listening (\d+)$/m, child, name, readyTimeoutMs(launch));
   return { name, pid: child.pid!, url: `http://127.0.0.1:${port}`, stop: stopper(child) };
 }
 
@@ -114,11 +131,11 @@ export async function startGateway(
   script: string,
   env: Record<string, string>,
   dir: string,
-  nodeArgs: readonly string[] = [],
+  launch: NodeLaunch = {},
 ): Promise<ServerProcess> {
   const logFile = join(dir, 'gateway.log');
-  const child = spawnPinned(pinning, process.execPath, [...nodeArgs, script], env, logFile);
-  const [, url] = await waitForLog(logFile, /"url":"(http:\/\/[^"]+)"[^\n]*boo-gateway listening/m, child, 'gateway');
+  const child = spawnPinned(pinning, ...nodeCommand(script, launch), env, logFile);
+  const [, url] = await waitForLog(logFile, /"url":"(http:\/\/[^"]+)"[^\n]*boo-gateway listening/m, child, 'gateway', readyTimeoutMs(launch));
   return { name: 'gateway', pid: child.pid!, url: url!, stop: stopper(child) };
 }
 

@@ -1,0 +1,42 @@
+/** What every bench run sends and how it configures the gateway, so that their figures compare. */
+
+/** A chat request of about 1 KB, as `npm run bench` sends it; `slow` asks the mock for one chunk every 100 ms. */
+export function requestBody(stream: boolean, slow = false): string {
+  const document = {
+    model: 'auto:chat',
+    messages: [
+      { role: 'system', content: 'You are a helpful assistant. Answer briefly.' },
+      { role: 'user', content: '' },
+    ],
+    max_tokens: 64,
+    temperature: 0.7,
+    stream,
+    ...(slow ? { bench_slow: true } : {}),
+  };
+  const size = Buffer.byteLength(JSON.stringify(document));
+  document.messages[1]!.content = 'Summarise the following text. '.repeat(40).slice(0, Math.max(0, 1024 - size));
+  return JSON.stringify(document);
+}
+
+export function gatewayConfig(upstream: string, keyDigest: string): string {
+  return `# written by npm run bench
+providers:
+  mock:
+    baseUrl: ${upstream}
+    type: openai
+    # The many-streams run holds 2,000 upstream connections open at once.
+    maxConnections: 4096
+  mock-b:
+    baseUrl: ${upstream}
+    type: openai
+virtualModels:
+  auto:chat:
+    strategy: priority
+    candidates:
+      - mock/bench-model
+      - mock-b/bench-model
+auth:
+  apiKeys:
+    - ${keyDigest}
+`;
+}
