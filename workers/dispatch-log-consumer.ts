@@ -4,7 +4,7 @@ import { EventBatcher } from '../src/dispatch-log/event-batcher.js';
 import type { DispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
 import { writeBatch } from '../src/dispatch-log/write-batch.js';
 import { dispatchEventSchema, type DispatchEvent } from '../src/events/dispatch-event.js';
-import { dispatchJobBackoff, dispatchJobDataSchema } from '../src/events/dispatch-queue.js';
+import { dispatchJobBackoff, dispatchJobDataSchema, eventsOfJobData } from '../src/events/dispatch-queue.js';
 import type { DispatchLogMetrics } from '../src/metrics/registry.js';
 import type { Logger } from '../src/shared/logger.js';
 
@@ -127,7 +127,7 @@ export class DispatchLogConsumer {
       return Promise.reject(new UnrecoverableError(`invalid dispatch job: ${data.error.issues[0]?.message ?? 'not a chunk of events'}`));
     }
     const events: DispatchEvent[] = [];
-    data.data.events.forEach((raw, index) => {
+    eventsOfJobData(data.data).forEach((raw, index) => {
       const parsed = dispatchEventSchema.safeParse(raw);
       if (parsed.success) {
         events.push(parsed.data);

@@ -1,20 +1,55 @@
 import { describe, expect, it } from 'vitest';
 import { makeDispatchEvent, makeDispatchEvents } from '../../test/support/dispatch-events.js';
-import { dispatchJobDataSchema, dispatchJobId, dispatchJobName, dispatchJobOptions, dispatchJobs } from './dispatch-queue.js';
+import { dispatchEventSchema } from './dispatch-event.js';
+import { dispatchJobDataSchema, dispatchJobId, dispatchJobName, dispatchJobOptions, dispatchJobs, eventsOfJobData } from './dispatch-queue.js';
+
+const eventsOf = (data: unknown) => eventsOfJobData(dispatchJobDataSchema.parse(JSON.parse(JSON.stringify(data))));
 
 describe('dispatchJobs', () => {
   it('packs events in order, at most eventsPerJob to a job, every event exactly once', () => {
     const events = makeDispatchEvents(250);
     const jobs = dispatchJobs(events, 100);
-    expect(jobs.map((job) => job.data.events.length)).toEqual([100, 100, 50]);
-    expect(jobs.flatMap((job) => job.data.events)).toEqual(events);
+    expect(jobs.map((job) => job.data.rows.length)).toEqual([100, 100, 50]);
+    expect(jobs.flatMap((job) => eventsOf(job.data))).toEqual(events);
     for (const job of jobs) {
       expect(job.name).toBe(dispatchJobName);
-      expect(job.opts).toMatchObject({ ...dispatchJobOptions, jobId: dispatchJobId(job.data.events) });
-      expect(dispatchJobDataSchema.safeParse(job.data).success).toBe(true);
+      expect(job.opts).toMatchObject({ ...dispatchJobOptions, jobId: dispatchJobId(eventsOf(job.data) as typeof events) });
     }
     expect(dispatchJobs([], 100)).toEqual([]);
     expect(() => dispatchJobs(events, 0)).toThrow(RangeError);
+  });
+
+  it('carries every field of every event through JSON as rows, values intact', () => {
+    const events = [
+      ...makeDispatchEvents(3),
+      makeDispatchEvent({
+        status: 'failed',
+        chosen_provider_id: null,
+        chosen_model: null,
+        error: 'a: upstream answered 503 "busy"\n',
+        source: 'näive ✓',
+        attempts: [
+          { candidate: 'a/m1', outcome: 'http_5xx', http_status: 503, ms: 12 },
+          { candidate: 'b/m1', outcome: 'timeout', http_status: null, ms: 400 },
+        ],
+        candidates_tried: ['a/m1', 'b/m1'],
+      }),
+    ];
+    const decoded = eventsOf(dispatchJobs(events, 10)[0]!.data);
+    expect(decoded).toEqual(events);
+    for (const event of decoded) expect(dispatchEventSchema.safeParse(event).success).toBe(true);
+  });
+
+  it('reads the { events } jobs of gateways from before the rows, and a row that is short fails on its own', () => {
+    const events = makeDispatchEvents(2);
+    expect(eventsOf({ events })).toEqual(events);
+    const [job] = dispatchJobs(events, 10);
+    job!.data.rows[0] = job!.data.rows[0]!.slice(0, 5);
+    const [short, whole] = eventsOf(job!.data);
+    expect(dispatchEventSchema.safeParse(short).success).toBe(false);
+    expect(whole).toEqual(events[1]);
+    expect(dispatchJobDataSchema.safeParse({ rows: [] }).success).toBe(false);
+    expect(dispatchJobDataSchema.safeParse(events[0]).success).toBe(false);
   });
 
   it('derives the job id from the event ids: the same chunk gets the same id, any other chunk another', () => {

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { JobsOptions } from 'bullmq';
 import { z } from 'zod';
-import type { DispatchEvent } from './dispatch-event.js';
+import { attemptSchema, dispatchEventSchema, type Attempt, type DispatchEvent } from './dispatch-event.js';
 
-/** BullMQ job name of a chunk of dispatch events (`{ events: DispatchEvent[] }`). */
+/** BullMQ job name of a chunk of dispatch events ({@link DispatchJobData}). */
 export const dispatchJobName = 'dispatch-events';
 
 /** Name of the custom backoff; every worker must register `dispatchJobBackoff` under it. */
@@ -22,11 +22,62 @@ export const dispatchJobOptions = {
   removeOnFail: false,
 } as const satisfies JobsOptions;
 
+/** A job's columns: the table's, in the order the event schema lists them. */
+const eventColumns = Object.keys(dispatchEventSchema.shape) as Array<keyof DispatchEvent>;
+const attemptColumns = Object.keys(attemptSchema.shape) as Array<keyof Attempt>;
+
 /**
- * The shape of a job's data as the worker reads it: the envelope is checked here, each event on
- * its own later, so one bad event does not condemn the others.
+ * A job's data: its events as rows of values under one header of column names. Keys repeated
+ * in every event were half of a job's bytes and of its `JSON.stringify` time (0.75 against
+ * 2 µs an event, measured), and a queue that holds a Postgres outage's worth of events holds
+ * twice as many. The header travels with the rows, so the worker reads columns by name.
  */
-export const dispatchJobDataSchema = z.object({ events: z.array(z.unknown()).min(1) });
+export interface DispatchJobData {
+  columns: string[];
+  attemptColumns: string[];
+  rows: unknown[][];
+}
+
+/**
+ * The shape of a job's data as the worker reads it: rows under a header, or `{ events }` as
+ * gateways before the rows wrote it (jobs queued across an upgrade). The envelope is checked
+ * here, each event on its own later, so one bad event does not condemn the others.
+ */
+export const dispatchJobDataSchema = z.union([
+  z.object({ columns: z.array(z.string()), attemptColumns: z.array(z.string()), rows: z.array(z.array(z.unknown())).min(1) }),
+  z.object({ events: z.array(z.unknown()).min(1) }),
+]);
+
+/**
+ * An event's values in {@link eventColumns} order. Written out rather than looped over the
+ * column names: a loop reads every field through one megamorphic keyed load, which made the rows
+ * no cheaper to build than the objects were to serialise. The round-trip test holds the order.
+ */
+function toRow(e: DispatchEvent): unknown[] {
+  const attempts = e.attempts.map((a) => [a.candidate, a.outcome, a.http_status, a.ms]);
+  return [
+    e.id, e.created_at, e.request_id, e.requested_model, e.virtual_model, e.chosen_provider_id, e.chosen_model, e.candidates_tried, attempts,
+    e.status, e.source, e.error, e.duration_ms, e.ttfb_ms, e.stream, e.prompt_tokens, e.completion_tokens, e.replica,
+  ];
+}
+
+function fromRow(row: unknown[], columns: readonly string[], attemptNames: readonly string[]): Record<string, unknown> {
+  const event: Record<string, unknown> = {};
+  columns.forEach((column, index) => {
+    const value = row[index];
+    event[column] =
+      column === 'attempts' && Array.isArray(value)
+        ? value.map((attempt: unknown) => (Array.isArray(attempt) ? Object.fromEntries(attemptNames.map((name, at) => [name, attempt[at]])) : attempt))
+        : value;
+  });
+  return event;
+}
+
+/** The events of a job's data, not yet checked one by one (see `dispatchEventSchema`). */
+export function eventsOfJobData(data: z.infer<typeof dispatchJobDataSchema>): unknown[] {
+  if ('events' in data) return data.events;
+  return data.rows.map((row) => fromRow(row, data.columns, data.attemptColumns));
+}
 
 /**
  * Job id of a chunk: a digest of its event ids, in order. Re-adding the same chunk while its job
@@ -41,12 +92,16 @@ export function dispatchJobId(events: readonly Pick<DispatchEvent, 'id'>[]): str
 }
 
 /** The `addBulk` entries carrying `events`, at most `eventsPerJob` per job, in order. */
-export function dispatchJobs(events: readonly DispatchEvent[], eventsPerJob: number): { name: string; data: { events: DispatchEvent[] }; opts: JobsOptions }[] {
+export function dispatchJobs(events: readonly DispatchEvent[], eventsPerJob: number): { name: string; data: DispatchJobData; opts: JobsOptions }[] {
   if (!Number.isInteger(eventsPerJob) || eventsPerJob < 1) throw new RangeError('eventsPerJob must be a positive integer');
   const jobs = [];
   for (let from = 0; from < events.length; from += eventsPerJob) {
     const chunk = events.slice(from, from + eventsPerJob);
-    jobs.push({ name: dispatchJobName, data: { events: chunk }, opts: { ...dispatchJobOptions, jobId: dispatchJobId(chunk) } });
+    jobs.push({
+      name: dispatchJobName,
+      data: { columns: eventColumns, attemptColumns, rows: chunk.map(toRow) },
+      opts: { ...dispatchJobOptions, jobId: dispatchJobId(chunk) },
+    });
   }
   return jobs;
 }

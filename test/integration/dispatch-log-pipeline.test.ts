@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
 import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import type { DispatchEvent } from '../../src/events/dispatch-event.js';
-import { dispatchJobName, dispatchJobOptions, dispatchJobs } from '../../src/events/dispatch-queue.js';
+import { dispatchJobDataSchema, dispatchJobName, dispatchJobOptions, dispatchJobs, eventsOfJobData } from '../../src/events/dispatch-queue.js';
 import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { makeDispatchEvent, makeDispatchEvents } from '../support/dispatch-events.js';
@@ -118,6 +118,15 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     expect(await countRows(db)).toEqual({ rows: 51, distinct: 51 });
   });
 
+  it('writes the { events } jobs a gateway from before the row format queued', async () => {
+    queueName = `test-${randomUUID()}`;
+    const events = makeDispatchEvents(20);
+    await openQueue().add(dispatchJobName, { events }, { ...dispatchJobOptions, jobId: 'chunk-before-rows' });
+    startConsumer();
+    await waitForValue(() => countRows(db), (c) => c.rows >= 20, 20_000, '20 rows');
+    expect(await countRows(db)).toEqual({ rows: 20, distinct: 20 });
+  });
+
   it('adds a chunk re-sent while its job still exists only once (job id derived from the event ids)', async () => {
     queueName = `test-${randomUUID()}`;
     const queue = openQueue();
@@ -196,7 +205,7 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
       // Two backoffs (500 ms and 1 s, minus 20 % jitter) between the three attempts.
       expect(job.finishedOn! - job.timestamp).toBeGreaterThanOrEqual(1_200);
     }
-    expect(failed.flatMap((job) => (job.data as { events: DispatchEvent[] }).events).map((event) => event.id).sort()).toEqual(events.map((event) => event.id).sort());
+    expect(failed.flatMap((job) => eventsOfJobData(dispatchJobDataSchema.parse(job.data)) as DispatchEvent[]).map((event) => event.id).sort()).toEqual(events.map((event) => event.id).sort());
     expect(await queue.getJobCounts('waiting', 'active', 'delayed')).toEqual({ waiting: 0, active: 0, delayed: 0 });
     expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBeGreaterThanOrEqual(3);
     expect(await counterValue(register, 'boo_events_inserted_total')).toBe(0);
