@@ -39,8 +39,8 @@ export interface DispatchRequest {
   readonly receivedAt: number;
   readonly client: ClientConnection;
   readonly logger: Logger;
-  /** Estimated prompt tokens plus max_tokens, for context fit; only asked when a context size is known. */
-  readonly requiredContext: () => number;
+  /** Estimated prompt tokens plus max_tokens, for context fit (used when a candidate's context size is known). */
+  readonly requiredContext: number;
 }
 
 export interface DispatcherDeps {
@@ -95,7 +95,7 @@ export class DispatchWithFallback {
   }
 
   /** Candidates of a resolution in the order to try, with routing's view of each. */
-  plan(resolution: Resolution, requiredContext: () => number): { targets: readonly CandidateView[]; panic: boolean } {
+  plan(resolution: Resolution, requiredContext: number): { targets: readonly CandidateView[]; panic: boolean } {
     const { fleet, breakers } = this.deps;
     const views: CandidateView[] = resolution.candidates.map((candidate) => {
       const status = fleet.candidate(candidate.id);
@@ -117,7 +117,7 @@ export class DispatchWithFallback {
       preferLoaded: resolution.preferLoaded,
       sequence,
       random: this.random,
-      requiredContext: views.some((view) => view.contextSize !== undefined) ? requiredContext() : undefined,
+      requiredContext: views.some((view) => view.contextSize !== undefined) ? requiredContext : undefined,
     });
   }
 

@@ -145,7 +145,7 @@ export class UpstreamPassthrough {
     if (restSegments.length === 0) throw new InvalidRequestError('an upstream path is needed after the model', 'path', 'invalid_path');
     const { config, fleet, pools, dispatcher } = this.deps;
     const { resolution, rest } = this.resolvePath(model, restSegments);
-    const { targets } = dispatcher.plan(resolution, () => 0);
+    const { targets } = dispatcher.plan(resolution, 0);
     if (targets.length === 0) throw new NoHealthyCandidateError(model);
 
     const unreachable = await this.refreshLoaded(targets, signal);

@@ -32,7 +32,7 @@ function checkCount(document: Record<string, unknown>, param: string): void {
  * The fields the gateway reads, checked by hand (this runs on every request); the rest of the
  * body passes through untouched, as bytes.
  */
-export function parseDispatchBody(raw: unknown): { body: RequestBody; model: string; stream: boolean } {
+export function parseDispatchBody(raw: unknown): { body: RequestBody; model: string; stream: boolean; requiredContext: number } {
   if (!Buffer.isBuffer(raw) || raw.length === 0) throw new InvalidRequestError('request body must be a JSON object', null, 'invalid_body');
   let document: unknown;
   try {
@@ -50,7 +50,9 @@ export function parseDispatchBody(raw: unknown): { body: RequestBody; model: str
   checkCount(fields, 'max_tokens');
   checkCount(fields, 'max_completion_tokens');
   if (fields.messages !== undefined && !Array.isArray(fields.messages)) throw invalidType('messages', 'array');
-  return { body: new RequestBody(raw, fields, model), model, stream: stream === true };
+  // Estimated now, while the document is at hand: a walk of the messages, far cheaper than the
+  // parse, and the document need not outlive this function (see RequestBody).
+  return { body: new RequestBody(raw, fields, model), model, stream: stream === true, requiredContext: estimateRequiredContext(fields) };
 }
 
 /** Parses one dispatch request's raw body and serves it with failover. Rejects only before anything was written. */
@@ -62,7 +64,7 @@ export async function serveDispatch(
   context: RequestContext,
   raw: Buffer | undefined,
 ): Promise<void> {
-  const { body, model, stream } = parseDispatchBody(raw);
+  const { body, model, stream, requiredContext } = parseDispatchBody(raw);
   const source = req.headers['x-boo-source'];
   await dispatcher.handle(
     {
@@ -78,7 +80,7 @@ export async function serveDispatch(
       get logger() {
         return context.logger;
       },
-      requiredContext: () => estimateRequiredContext(body.document),
+      requiredContext,
     },
     res,
   );
