@@ -32,21 +32,15 @@ const attemptColumns = Object.keys(attemptSchema.shape) as Array<keyof Attempt>;
  * 2 µs an event, measured), and a queue that holds a Postgres outage's worth of events holds
  * twice as many. The header travels with the rows, so the worker reads columns by name.
  */
-export interface DispatchJobData {
-  columns: string[];
-  attemptColumns: string[];
-  rows: unknown[][];
-}
+const rowsJobDataSchema = z.object({ columns: z.array(z.string()), attemptColumns: z.array(z.string()), rows: z.array(z.array(z.unknown())).min(1) });
+export type DispatchJobData = z.infer<typeof rowsJobDataSchema>;
 
 /**
  * The shape of a job's data as the worker reads it: rows under a header, or `{ events }` as
  * gateways before the rows wrote it (jobs queued across an upgrade). The envelope is checked
  * here, each event on its own later, so one bad event does not condemn the others.
  */
-export const dispatchJobDataSchema = z.union([
-  z.object({ columns: z.array(z.string()), attemptColumns: z.array(z.string()), rows: z.array(z.array(z.unknown())).min(1) }),
-  z.object({ events: z.array(z.unknown()).min(1) }),
-]);
+export const dispatchJobDataSchema = z.union([rowsJobDataSchema, z.object({ events: z.array(z.unknown()).min(1) })]);
 
 /**
  * An event's values in {@link eventColumns} order. Written out rather than looped over the
@@ -61,22 +55,20 @@ function toRow(e: DispatchEvent): unknown[] {
   ];
 }
 
-function fromRow(row: unknown[], columns: readonly string[], attemptNames: readonly string[]): Record<string, unknown> {
-  const event: Record<string, unknown> = {};
-  columns.forEach((column, index) => {
-    const value = row[index];
-    event[column] =
-      column === 'attempts' && Array.isArray(value)
-        ? value.map((attempt: unknown) => (Array.isArray(attempt) ? Object.fromEntries(attemptNames.map((name, at) => [name, attempt[at]])) : attempt))
-        : value;
-  });
-  return event;
+/** A row back to an object under `names`; anything that is not a row is left for the schema to refuse. */
+function objectOf(row: unknown, names: readonly string[]): unknown {
+  return Array.isArray(row) ? Object.fromEntries(names.map((name, index) => [name, row[index]])) : row;
 }
 
 /** The events of a job's data, not yet checked one by one (see `dispatchEventSchema`). */
 export function eventsOfJobData(data: z.infer<typeof dispatchJobDataSchema>): unknown[] {
   if ('events' in data) return data.events;
-  return data.rows.map((row) => fromRow(row, data.columns, data.attemptColumns));
+  const { columns, attemptColumns: attemptNames, rows } = data;
+  return rows.map((row) => {
+    const event = objectOf(row, columns) as Record<string, unknown>;
+    if (Array.isArray(event.attempts)) event.attempts = event.attempts.map((attempt: unknown) => objectOf(attempt, attemptNames));
+    return event;
+  });
 }
 
 /**

@@ -14,7 +14,7 @@ import type { Logger } from '../shared/logger.js';
 import { errorMiddleware, sendError } from './error-middleware.js';
 import { isAuthorized, requireApiKey } from './middleware/auth.js';
 import { receiveBody } from './middleware/read-body.js';
-import { contextOf, openRequestContext, requestContext } from './middleware/request-context.js';
+import { contextOf, openRequestContext, requestContext, type RequestContext } from './middleware/request-context.js';
 import { serveDispatch } from './routes/dispatch.js';
 import { modelsRoute } from './routes/models.js';
 import { adminCandidatesRoute, healthzRoute, metricsRoute, readyzRoute, type BreakerOrigin } from './routes/operations.js';
@@ -70,19 +70,20 @@ export function createApp(deps: AppDeps): RequestListener {
 
     const context = openRequestContext(req, res, logger, metrics);
     context.route = route;
-    // The relayed answer carries the request id in its head; an error answer gets it here.
-    const fail = (error: unknown, errorLogger: () => Logger) => {
-      if (!res.headersSent) res.setHeader('x-request-id', context.requestId);
-      sendError(res, error, errorLogger);
-    };
     const current = config();
     // An unread body is left to node:http, as it is on the Express path.
-    if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return fail(new AuthenticationError(), rootLogger);
+    if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return sendDispatchError(res, context, new AuthenticationError(), rootLogger);
     receiveBody(req, res, current.limits.maxBodyBytes, (error, body) => {
-      if (error) return fail(error, () => context.logger);
-      serveDispatch(dispatcher, endpoint, req, res, context, body).catch((err: unknown) => fail(err, () => context.logger));
+      if (error) return sendDispatchError(res, context, error, () => context.logger);
+      serveDispatch(dispatcher, endpoint, req, res, context, body).catch((err: unknown) => sendDispatchError(res, context, err, () => context.logger));
     });
   };
+}
+
+/** {@link sendError} on the fast path: a relayed answer carries the request id in its head, an error answer gets it here. */
+function sendDispatchError(res: ServerResponse, context: RequestContext, error: unknown, logger: () => Logger): void {
+  if (!res.headersSent) res.setHeader('x-request-id', context.requestId);
+  sendError(res, error, logger);
 }
 
 function createExpressApp(deps: AppDeps): express.Express {
