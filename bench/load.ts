@@ -103,3 +103,40 @@ export async function measureLoad(options: LoadOptions): Promise<LoadResult> {
     cpuMicrosPerRequest: options.pids.map((_, i) => (cpuAfter[i]! - cpuBefore[i]!) / Math.max(1, requests)),
   };
 }
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+/**
+ * One result of several rounds of the same load: counts summed, rates averaged, latency
+ * percentiles as the median of the rounds' own, CPU per request over all rounds' requests.
+ */
+export function combineRounds(rounds: readonly LoadResult[]): LoadResult {
+  const requests = rounds.reduce((sum, round) => sum + round.requests, 0);
+  const cpuOf = (pid: number) => rounds.reduce((sum, round) => sum + round.cpuMicrosPerRequest[pid]! * round.requests, 0) / Math.max(1, requests);
+  return {
+    requests,
+    errors: rounds.reduce((sum, round) => sum + round.errors, 0),
+    non2xx: rounds.reduce((sum, round) => sum + round.non2xx, 0),
+    rps: rounds.reduce((sum, round) => sum + round.rps, 0) / rounds.length,
+    p50Ms: median(rounds.map((round) => round.p50Ms)),
+    p99Ms: median(rounds.map((round) => round.p99Ms)),
+    ttfbP50Ms: median(rounds.map((round) => round.ttfbP50Ms)),
+    ttfbP99Ms: median(rounds.map((round) => round.ttfbP99Ms)),
+    cpuMicrosPerRequest: rounds[0]!.cpuMicrosPerRequest.map((_, pid) => cpuOf(pid)),
+  };
+}
+
+/**
+ * The median over rounds of a figure that compares two targets measured in the same round
+ * (a CPU ratio, a latency difference). On a shared VM whose speed drifts from one minute to the
+ * next, pairing by round cancels the drift that comparing two whole runs would keep.
+ */
+export function pairedMedian(rounds: readonly LoadResult[], baseRounds: readonly LoadResult[], compare: (round: LoadResult, base: LoadResult) => number): number {
+  return median(rounds.map((round, index) => (baseRounds[index] ? compare(round, baseRounds[index]) : NaN)).filter(Number.isFinite));
+}
+

@@ -1,4 +1,4 @@
-import type { LoadResult } from './load.js';
+import { pairedMedian, type LoadResult } from './load.js';
 import type { ManyStreamsResult } from './many-streams.js';
 
 export interface ScenarioRow {
@@ -6,7 +6,10 @@ export interface ScenarioRow {
   readonly stream: boolean;
   readonly connections: number;
   readonly target: string;
+  /** The rounds combined (see `combineRounds`). */
   readonly result: LoadResult;
+  /** Each round on its own, in order: round i of every target of a scenario ran back to back. */
+  readonly rounds: readonly LoadResult[];
   /** CPU µs per request of the forwarder itself (undefined for direct). */
   readonly cpuMicrosPerRequest: number | undefined;
   /** CPU µs per request of the mock upstream, for context. */
@@ -44,10 +47,17 @@ function direct(rows: readonly ScenarioRow[], scenario: string): ScenarioRow | u
   return rows.find((row) => row.scenario === scenario && row.target === 'direct');
 }
 
-/** Latency a forwarder adds over going straight to the mock: difference of medians, ms. */
+/** Latency a forwarder adds over going straight to the mock: median over rounds of the difference of p50s, ms. */
 export function addedMs(rows: readonly ScenarioRow[], row: ScenarioRow, field: 'p50Ms' | 'ttfbP50Ms'): number {
   const base = direct(rows, row.scenario);
-  return base ? row.result[field] - base.result[field] : NaN;
+  return base ? pairedMedian(row.rounds, base.rounds, (round, baseRound) => round[field] - baseRound[field]) : NaN;
+}
+
+/** A forwarder's CPU per request over the floor's: median over rounds of the ratio in each round. */
+export function cpuRatio(rows: readonly ScenarioRow[], row: ScenarioRow): number {
+  const floor = rows.find((other) => other.scenario === row.scenario && other.target === 'floor');
+  if (row.cpuMicrosPerRequest === undefined || !floor) return NaN;
+  return pairedMedian(row.rounds, floor.rounds, (round, floorRound) => round.cpuMicrosPerRequest[0]! / floorRound.cpuMicrosPerRequest[0]!);
 }
 
 /** The bench's results as markdown: one table per kind of run, then the targets. */
@@ -59,8 +69,7 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push('| run | forwarder | req/s | p50 ms | p99 ms | added p50 | TTFB p50 | added TTFB | CPU µs/req | × floor CPU | peak RSS MB |');
   lines.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
   for (const row of report.rows) {
-    const floor = report.rows.find((other) => other.scenario === row.scenario && other.target === 'floor');
-    const ratio = row.cpuMicrosPerRequest !== undefined && floor?.cpuMicrosPerRequest ? row.cpuMicrosPerRequest / floor.cpuMicrosPerRequest : NaN;
+    const ratio = cpuRatio(report.rows, row);
     const isDirect = row.target === 'direct';
     lines.push(
       `| ${row.scenario} | ${row.target} | ${int(row.result.rps)} | ${ms(row.result.p50Ms)} | ${ms(row.result.p99Ms)} | ` +

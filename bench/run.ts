@@ -7,11 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { prepareEventStore, sinkModes, waitForSink, type EventStore, type SinkMode } from './event-store.js';
-import { measureLoad } from './load.js';
+import { combineRounds, measureLoad, type LoadResult } from './load.js';
 import { measureManyStreams } from './many-streams.js';
 import { gatewayConfig, requestBody } from './scenario.js';
 import { memory } from './proc-stats.js';
-import { addedMs, renderMarkdown, type BenchReport, type Check, type ScenarioRow, type StreamsRow } from './report.js';
+import { addedMs, cpuRatio, renderMarkdown, type BenchReport, type Check, type ScenarioRow, type StreamsRow } from './report.js';
 import {
   killAllServers,
   nginxVersion,
@@ -34,6 +34,9 @@ import {
 const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '4' },
+    // Each scenario's seconds are split into this many rounds, every target measured once per
+    // round, so that a drift of the machine's speed hits the targets alike (see pairedMedian).
+    rounds: { type: 'string', default: '3' },
     only: { type: 'string' },
     runs: { type: 'string' },
     streams: { type: 'string', default: '2000' },
@@ -53,6 +56,8 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 const repoRoot = join(here, '..', '..');
 const resultsDir = join(repoRoot, 'bench', 'results');
 const seconds = Number(args.seconds);
+const rounds = Number(args.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a positive integer');
 const deadlineSeconds = Number(args.deadline);
 
 const deadline = setTimeout(() => {
@@ -157,18 +162,30 @@ async function main(): Promise<void> {
   const runs = args.runs?.split(',');
   for (const scenario of scenarios.filter((s) => !runs || runs.includes(s.id.replace(/[ =]/g, '')))) {
     const body = requestBody(scenario.stream);
-    for (const target of targets) {
-      if (target.name !== 'direct' && !wanted(target.name)) continue;
+    const measured = targets.filter((target) => target.name === 'direct' || wanted(target.name));
+    const roundsOf = new Map<string, LoadResult[]>(measured.map((target) => [target.name, []]));
+    for (let round = 0; round < rounds; round++) {
+      // Alternate the order, so no target always runs first (or last) in a round.
+      for (const target of round % 2 === 0 ? measured : [...measured].reverse()) {
+        const isDirect = target.name === 'direct';
+        const result = await measureLoad({
+          url: `${target.url}/v1/chat/completions`,
+          headers,
+          body,
+          connections: scenario.connections,
+          // New connections every round; the first warm-up also lets the JIT settle.
+          warmupSeconds: round === 0 ? 1 : 0.25,
+          seconds: scenario.seconds / rounds,
+          pids: isDirect ? [mock.pid] : [target.pid, mock.pid],
+        });
+        roundsOf.get(target.name)!.push(result);
+        // No worker drains the bench's queue: jobs of one round are dropped before the next.
+        if (target === gateway) await store?.trim();
+      }
+    }
+    for (const target of measured) {
       const isDirect = target.name === 'direct';
-      const result = await measureLoad({
-        url: `${target.url}/v1/chat/completions`,
-        headers,
-        body,
-        connections: scenario.connections,
-        warmupSeconds: 1,
-        seconds: scenario.seconds,
-        pids: isDirect ? [mock.pid] : [target.pid, mock.pid],
-      });
+      const result = combineRounds(roundsOf.get(target.name)!);
       if (result.errors > 0 || result.non2xx > 0) notes.push(`${scenario.id} ${target.name}: ${result.errors} errors, ${result.non2xx} non-2xx answers`);
       rows.push({
         scenario: scenario.id,
@@ -176,12 +193,11 @@ async function main(): Promise<void> {
         connections: scenario.connections,
         target: target.name,
         result,
+        rounds: roundsOf.get(target.name)!,
         cpuMicrosPerRequest: isDirect ? undefined : result.cpuMicrosPerRequest[0],
         upstreamCpuMicrosPerRequest: result.cpuMicrosPerRequest[isDirect ? 0 : 1]!,
       });
       process.stderr.write(`bench: ${scenario.id} ${target.name}: ${Math.round(result.rps)} req/s\n`);
-      // No worker drains the bench's queue: jobs of one run are dropped before the next.
-      await store?.trim();
     }
   }
   const peakRssBytes: Record<string, number> = {};
@@ -221,12 +237,16 @@ async function main(): Promise<void> {
   const checks: Check[] = [];
   const gatewayJson = row('json c=50', 'gateway');
   const floorJson = row('json c=50', 'floor');
-  const cpuRatio = gatewayJson?.cpuMicrosPerRequest && floorJson?.cpuMicrosPerRequest ? gatewayJson.cpuMicrosPerRequest / floorJson.cpuMicrosPerRequest : NaN;
+  const jsonCpuRatio = gatewayJson && floorJson ? cpuRatio(rows, gatewayJson) : NaN;
   checks.push({
     name: 'gateway CPU per request (json c=50)',
     target: '≤ 1.6× floor',
-    measured: Number.isFinite(cpuRatio) ? `${cpuRatio.toFixed(2)}× (${Math.round(gatewayJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs)` : '–',
-    pass: Number.isFinite(cpuRatio) ? cpuRatio <= 1.6 : undefined,
+    measured: Number.isFinite(jsonCpuRatio)
+      ? `${jsonCpuRatio.toFixed(2)}× (${Math.round(gatewayJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs; rounds ${gatewayJson!.rounds
+          .map((round, index) => (round.cpuMicrosPerRequest[0]! / floorJson!.rounds[index]!.cpuMicrosPerRequest[0]!).toFixed(2))
+          .join(', ')})`
+      : '–',
+    pass: Number.isFinite(jsonCpuRatio) ? jsonCpuRatio <= 1.6 : undefined,
   });
   const jsonC1 = row('json c=1', 'gateway');
   const addedJson = jsonC1 ? addedMs(rows, jsonC1, 'p50Ms') : NaN;
@@ -252,8 +272,9 @@ async function main(): Promise<void> {
   await redis?.stop();
   const loadAtEnd = loadavg();
   notes.push(
-    'Latencies are per request from hrtime in the load generator (autocannon); added = forwarder p50 − direct p50 in this run. ' +
-      'CPU = utime+stime of the forwarder process from /proc over the measured window ÷ responses (10 ms tick resolution).',
+    `Each scenario ran in ${rounds} rounds, every target once per round, in alternating order. ` +
+      'Latencies are per request from hrtime in the load generator (autocannon); p50/p99 = median of the rounds; added = median over rounds of forwarder p50 − direct p50. ' +
+      'CPU = utime+stime of the forwarder process from /proc over the measured windows ÷ responses (10 ms tick resolution); × floor = median over rounds of the ratio.',
     'Shared machine: other processes ran during the bench; the load average above is the noise indicator. Repeat runs before trusting a small difference.',
   );
   const report: BenchReport = {
@@ -265,7 +286,7 @@ async function main(): Promise<void> {
       'load average (1 min) at start / end': `${loadAtStart[0]!.toFixed(2)} / ${loadAtEnd[0]!.toFixed(2)}`,
       nginx: nginx ?? 'not run',
       commit: commit(),
-      'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), after 1 s warm-up`,
+      'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), in ${rounds} rounds, each after a warm-up (1 s before the first, 0.25 s before the others)`,
       gateway: 'dist/src/main.js (as npm start runs it): auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
       'event sink': store?.description ?? 'not run',
     },

@@ -18,7 +18,13 @@ export function requestBody(stream: boolean, slow = false): string {
   return JSON.stringify(document);
 }
 
-export function gatewayConfig(upstream: string, keyDigest: string): string {
+/**
+ * `eventsFlushMs`: the gateway's `events.flushMs`, left at its default when omitted. Under
+ * valgrind a request takes about 50 times longer, so the bench of instructions stretches the
+ * flush delay as much: otherwise jobs would carry a handful of events instead of the
+ * `eventsPerJob` they carry at full speed, and the per-job cost would swamp the count.
+ */
+export function gatewayConfig(upstream: string, keyDigest: string, eventsFlushMs?: number): string {
   return `# written by npm run bench
 providers:
   mock:
@@ -38,5 +44,5 @@ virtualModels:
 auth:
   apiKeys:
     - ${keyDigest}
-`;
+${eventsFlushMs === undefined ? '' : `events:\n  flushMs: ${eventsFlushMs}\n`}`;
 }
