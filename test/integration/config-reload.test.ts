@@ -57,7 +57,9 @@ describe('config reload of a running gateway process', () => {
     writeConfig(['b/m1', 'gpu-z/m1']);
     const line = await gateway.waitForLine(/config reload rejected/, 5_000);
     expect(JSON.parse(line)).toMatchObject({ level: 50, reason: expect.stringContaining('candidates[1]: unknown provider "gpu-z"') });
-    expect(await servedBy()).toBe('b/m1');
+    // Waited for, not read once: under a loaded test run a health check of b can time out and
+    // route one request to a; a config that fell back to [a, b] would never answer b here.
+    await waitFor(async () => (await servedBy()) === 'b/m1', 5_000, 'the previous config still serving');
   });
 
   it('reloads on SIGHUP', async () => {
