@@ -147,7 +147,7 @@ async function main(): Promise<void> {
   const resultsDir = join(repoRoot, 'bench', 'results');
   mkdirSync(resultsDir, { recursive: true });
   const file = join(resultsDir, `instructions-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, `${JSON.stringify({ requests, warmup, connections, instructionsPerRequest: Object.fromEntries(Object.entries(results).map(([name, { perRequest }]) => [name, perRequest])), requestsPerSecondUnderValgrind: Object.fromEntries(Object.entries(results).map(([name, { requestsPerSecond }]) => [name, requestsPerSecond])) }, null, 2)}\n`);
+  writeFileSync(file, `${JSON.stringify({ requests, warmup, connections, results }, null, 2)}\n`);
   process.stdout.write(`\nJSON: ${file}\n`);
 }
 

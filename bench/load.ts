@@ -139,4 +139,3 @@ export function combineRounds(rounds: readonly LoadResult[]): LoadResult {
 export function pairedMedian(rounds: readonly LoadResult[], baseRounds: readonly LoadResult[], compare: (round: LoadResult, base: LoadResult) => number): number {
   return median(rounds.map((round, index) => (baseRounds[index] ? compare(round, baseRounds[index]) : NaN)).filter(Number.isFinite));
 }
-
