@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
+import { testConfig } from '../test/support/pipeline-fixtures.js';
 import { prepareEventStore, type EventStore } from './event-store.js';
 import { gatewayConfig, requestBody } from './scenario.js';
 import { killAllServers, pinLoadGenerator, startGateway, startNodeServer, startRedis, type ServerProcess } from './servers.js';
@@ -34,8 +35,6 @@ const warmup = Number(args.warmup);
 const connections = Number(args.connections);
 /** How much slower the gateway runs under callgrind than at full speed (measured: 40–60×). */
 const valgrindSlowdown = 50;
-/** `events.flushMs` by default (src/config/schema.ts). */
-const defaultFlushMs = 100;
 const wanted = (name: string) => !args.only || args.only.split(',').includes(name);
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -117,7 +116,7 @@ async function main(): Promise<void> {
       const redis = await startRedis(pinning, dir);
       store = await prepareEventStore('redis', redis?.url ?? 'redis://127.0.0.1:6379', '');
       const configPath = join(dir, 'gateway.yaml');
-      writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex'), defaultFlushMs * valgrindSlowdown));
+      writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex'), testConfig().events.flushMs * valgrindSlowdown));
       const env = { BOO_CONFIG: configPath, PORT: '0', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env, ...vgdbEnv };
       const gateway = await startGateway(pinning, join(repoRoot, 'dist', 'src', 'main.js'), env, dir, callgrind('gateway'));
       results.gateway = await count(gateway, join(dir, 'gateway', 'callgrind.out'), headers);

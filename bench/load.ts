@@ -104,7 +104,7 @@ export async function measureLoad(options: LoadOptions): Promise<LoadResult> {
   };
 }
 
-function median(values: readonly number[]): number {
+export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   if (sorted.length === 0) return NaN;
   const middle = sorted.length >> 1;
@@ -132,10 +132,10 @@ export function combineRounds(rounds: readonly LoadResult[]): LoadResult {
 }
 
 /**
- * The median over rounds of a figure that compares two targets measured in the same round
- * (a CPU ratio, a latency difference). On a shared VM whose speed drifts from one minute to the
- * next, pairing by round cancels the drift that comparing two whole runs would keep.
+ * A figure that compares two targets measured in the same round (a CPU ratio, a latency
+ * difference), round by round. On a shared VM whose speed drifts from one minute to the next,
+ * pairing by round cancels the drift that comparing two whole runs would keep.
  */
-export function pairedMedian(rounds: readonly LoadResult[], baseRounds: readonly LoadResult[], compare: (round: LoadResult, base: LoadResult) => number): number {
-  return median(rounds.map((round, index) => (baseRounds[index] ? compare(round, baseRounds[index]) : NaN)).filter(Number.isFinite));
+export function perRound(rounds: readonly LoadResult[], baseRounds: readonly LoadResult[], compare: (round: LoadResult, base: LoadResult) => number): number[] {
+  return rounds.map((round, index) => (baseRounds[index] ? compare(round, baseRounds[index]) : NaN)).filter(Number.isFinite);
 }

@@ -1,4 +1,4 @@
-import { pairedMedian, type LoadResult } from './load.js';
+import { median, perRound, type LoadResult } from './load.js';
 import type { ManyStreamsResult } from './many-streams.js';
 
 export interface ScenarioRow {
@@ -50,14 +50,19 @@ function direct(rows: readonly ScenarioRow[], scenario: string): ScenarioRow | u
 /** Latency a forwarder adds over going straight to the mock: median over rounds of the difference of p50s, ms. */
 export function addedMs(rows: readonly ScenarioRow[], row: ScenarioRow, field: 'p50Ms' | 'ttfbP50Ms'): number {
   const base = direct(rows, row.scenario);
-  return base ? pairedMedian(row.rounds, base.rounds, (round, baseRound) => round[field] - baseRound[field]) : NaN;
+  return base ? median(perRound(row.rounds, base.rounds, (round, baseRound) => round[field] - baseRound[field])) : NaN;
 }
 
-/** A forwarder's CPU per request over the floor's: median over rounds of the ratio in each round. */
-export function cpuRatio(rows: readonly ScenarioRow[], row: ScenarioRow): number {
+/** A forwarder's CPU per request over the floor's in each round; empty for direct or without a floor. */
+export function cpuRatiosByRound(rows: readonly ScenarioRow[], row: ScenarioRow): number[] {
   const floor = rows.find((other) => other.scenario === row.scenario && other.target === 'floor');
-  if (row.cpuMicrosPerRequest === undefined || !floor) return NaN;
-  return pairedMedian(row.rounds, floor.rounds, (round, floorRound) => round.cpuMicrosPerRequest[0]! / floorRound.cpuMicrosPerRequest[0]!);
+  if (row.cpuMicrosPerRequest === undefined || !floor) return [];
+  return perRound(row.rounds, floor.rounds, (round, floorRound) => round.cpuMicrosPerRequest[0]! / floorRound.cpuMicrosPerRequest[0]!);
+}
+
+/** A forwarder's CPU per request over the floor's: the median of {@link cpuRatiosByRound}. */
+export function cpuRatio(rows: readonly ScenarioRow[], row: ScenarioRow): number {
+  return median(cpuRatiosByRound(rows, row));
 }
 
 /** The bench's results as markdown: one table per kind of run, then the targets. */

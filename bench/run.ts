@@ -11,7 +11,7 @@ import { combineRounds, measureLoad, type LoadResult } from './load.js';
 import { measureManyStreams } from './many-streams.js';
 import { gatewayConfig, requestBody } from './scenario.js';
 import { memory } from './proc-stats.js';
-import { addedMs, cpuRatio, renderMarkdown, type BenchReport, type Check, type ScenarioRow, type StreamsRow } from './report.js';
+import { addedMs, cpuRatio, cpuRatiosByRound, renderMarkdown, type BenchReport, type Check, type ScenarioRow, type StreamsRow } from './report.js';
 import {
   killAllServers,
   nginxVersion,
@@ -35,7 +35,7 @@ const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '4' },
     // Each scenario's seconds are split into this many rounds, every target measured once per
-    // round, so that a drift of the machine's speed hits the targets alike (see pairedMedian).
+    // round, so that a drift of the machine's speed hits the targets alike (see perRound).
     rounds: { type: 'string', default: '3' },
     only: { type: 'string' },
     runs: { type: 'string' },
@@ -242,8 +242,8 @@ async function main(): Promise<void> {
     name: 'gateway CPU per request (json c=50)',
     target: '≤ 1.6× floor',
     measured: Number.isFinite(jsonCpuRatio)
-      ? `${jsonCpuRatio.toFixed(2)}× (${Math.round(gatewayJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs; rounds ${gatewayJson!.rounds
-          .map((round, index) => (round.cpuMicrosPerRequest[0]! / floorJson!.rounds[index]!.cpuMicrosPerRequest[0]!).toFixed(2))
+      ? `${jsonCpuRatio.toFixed(2)}× (${Math.round(gatewayJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs; rounds ${cpuRatiosByRound(rows, gatewayJson!)
+          .map((ratio) => ratio.toFixed(2))
           .join(', ')})`
       : '–',
     pass: Number.isFinite(jsonCpuRatio) ? jsonCpuRatio <= 1.6 : undefined,
