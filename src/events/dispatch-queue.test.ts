@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { makeDispatchEvent, makeDispatchEvents } from '../../test/support/dispatch-events.js';
 import { dispatchEventSchema } from './dispatch-event.js';
@@ -63,6 +64,13 @@ describe('dispatchJobs', () => {
     expect(dispatchJobId([b, a])).not.toBe(id);
     expect(dispatchJobId([a])).not.toBe(id);
     expect(dispatchJobId([a, b, c])).not.toBe(id);
+  });
+
+  it('keeps the id of a chunk across versions: sha256 of the ids, each followed by a newline', () => {
+    // A job queued before an upgrade and re-sent after it must be recognised as the same job.
+    const ids = ['0b9c4a4e-6f0e-4a55-9a7b-1f2d3c4b5a69', '5f1d2e3c-4b5a-4c69-8d7e-0a1b2c3d4e5f'];
+    const digest = createHash('sha256').update(`${ids[0]}\n${ids[1]}\n`).digest('hex');
+    expect(dispatchJobId(ids.map((id) => ({ id })))).toBe(`chunk-2-${digest.slice(0, 32)}`);
   });
 
   it('makes ids BullMQ accepts as custom ids (no ":", not an integer)', () => {
