@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Config, ProviderConfig } from '../config/load.js';
 import { AllCandidatesFailedError, ModelNotFoundError, NoHealthyCandidateError } from '../errors.js';
@@ -23,6 +22,7 @@ import {
 import type { RequestBody } from './request-body.js';
 import type { UpstreamPools } from './upstream-pools.js';
 import { UsageReader, type Usage } from './usage-reader.js';
+import { randomUuid } from '../shared/random-uuid.js';
 
 /** A parsed dispatch request, as the route hands it over. */
 export interface DispatchRequest {
@@ -286,7 +286,7 @@ export class DispatchWithFallback {
     const candidatesTried = new Array<string>(attempts.length);
     for (let i = 0; i < attempts.length; i++) candidatesTried[i] = attempts[i]!.candidate;
     sink.publish({
-      id: randomUUID(),
+      id: randomUuid(),
       created_at: createdAt,
       request_id: request.requestId,
       requested_model: request.model,

@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import type { ClientConnection } from '../../dispatch/upstream-attempt.js';
 import type { GatewayMetrics, HttpRoute } from '../../metrics/registry.js';
 import type { Logger } from '../../shared/logger.js';
+import { randomUuid } from '../../shared/random-uuid.js';
 
 const acceptableRequestId = /^[\w.:-]{1,128}$/;
 
@@ -79,7 +79,7 @@ export function contextOf(res: Response): RequestContext {
  */
 export function openRequestContext(req: IncomingMessage, res: ServerResponse, logger: Logger, metrics: GatewayMetrics): RequestContext {
   const offered = req.headers['x-request-id'];
-  const requestId = typeof offered === 'string' && acceptableRequestId.test(offered) ? offered : randomUUID();
+  const requestId = typeof offered === 'string' && acceptableRequestId.test(offered) ? offered : randomUuid();
   const context = new RequestContext(requestId, logger);
   res.once('close', () => {
     if (!res.writableFinished) context.clientWentAway();
