@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
-const hopByHop = new Set([
+const hopByHop = [
   'connection',
   'keep-alive',
   'proxy-authenticate',
@@ -10,13 +10,21 @@ const hopByHop = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
-]);
+];
 
-/** Headers the gateway sets itself towards the upstream, whatever the client sent. */
-const replacedUpstream = new Set(['host', 'content-length', 'authorization', 'expect', 'accept-encoding', 'x-request-id']);
+/**
+ * Not forwarded towards the upstream: hop-by-hop headers, and those the gateway sets itself
+ * whatever the client sent. One set per direction: a lookup per header, not one per list.
+ */
+const droppedUpstream = new Set([...hopByHop, 'host', 'content-length', 'authorization', 'expect', 'accept-encoding', 'x-request-id']);
 
-/** Headers the gateway sets itself towards the client. */
-const replacedDownstream = new Set(['x-request-id', 'x-boo-candidate', 'x-boo-attempts']);
+/**
+ * Not forwarded towards the client: hop-by-hop headers, those the gateway sets itself, and, as
+ * nginx does by default, the upstream's `Date` and `Server`: the client's peer is the gateway,
+ * which dates its own answers (Node's cached clock, where a relayed header costs a validation)
+ * and does not advertise what its upstreams run.
+ */
+const droppedDownstream = new Set([...hopByHop, 'x-request-id', 'x-boo-candidate', 'x-boo-attempts', 'date', 'server']);
 
 /**
  * Extra header names `Connection` lists; undefined when it lists none beyond the hop-by-hop
@@ -35,13 +43,13 @@ function listedInConnection(headers: IncomingHttpHeaders): Set<string> | undefin
   return listed;
 }
 
-function copyEndToEnd(headers: IncomingHttpHeaders, replaced: ReadonlySet<string>): OutgoingHttpHeaders {
+function copyEndToEnd(headers: IncomingHttpHeaders, dropped: ReadonlySet<string>): OutgoingHttpHeaders {
   const listed = listedInConnection(headers);
   const out: OutgoingHttpHeaders = {};
   // for..in rather than Object.entries: no array of pairs per request (header objects carry no inherited enumerables).
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || hopByHop.has(name) || replaced.has(name) || listed?.has(name) || name.startsWith('proxy-')) continue;
+    if (value === undefined || dropped.has(name) || listed?.has(name) || name.startsWith('proxy-')) continue;
     out[name] = value;
   }
   return out;
@@ -53,7 +61,7 @@ function copyEndToEnd(headers: IncomingHttpHeaders, replaced: ReadonlySet<string
  * The provider key and request id are added per attempt.
  */
 export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, requestId: string): OutgoingHttpHeaders {
-  const headers = copyEndToEnd(clientHeaders, replacedUpstream);
+  const headers = copyEndToEnd(clientHeaders, droppedUpstream);
   headers['x-request-id'] = requestId;
   // Identity so the relayed bytes can be read for usage and stay what the client negotiated.
   headers['accept-encoding'] = 'identity';
@@ -61,7 +69,7 @@ export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, reque
   return headers;
 }
 
-/** The upstream answer's headers as the client gets them, hop-by-hop headers dropped. */
+/** The upstream answer's headers as the client gets them: hop-by-hop headers, `Date` and `Server` dropped. */
 export function downstreamResponseHeaders(upstreamHeaders: IncomingHttpHeaders): OutgoingHttpHeaders {
-  return copyEndToEnd(upstreamHeaders, replacedDownstream);
+  return copyEndToEnd(upstreamHeaders, droppedDownstream);
 }

@@ -32,11 +32,22 @@ export interface AppDeps {
   readonly breakerOrigin: BreakerOrigin;
 }
 
-const dispatchEndpoints = new Map<string, HttpRoute>([
-  ['/v1/chat/completions', 'chat_completions'],
-  ['/v1/completions', 'completions'],
-  ['/v1/embeddings', 'embeddings'],
-]);
+/**
+ * The route of a dispatch endpoint, undefined for any other path. Compared, not looked up in a
+ * Map: a Map hashes the request's fresh path string on every request.
+ */
+function dispatchRouteOf(path: string): HttpRoute | undefined {
+  switch (path) {
+    case '/v1/chat/completions':
+      return 'chat_completions';
+    case '/v1/completions':
+      return 'completions';
+    case '/v1/embeddings':
+      return 'embeddings';
+    default:
+      return undefined;
+  }
+}
 
 /** The spelling of a path Express would route alike: case-insensitive, one trailing slash optional. */
 function canonicalPath(path: string): string {
@@ -47,7 +58,7 @@ function canonicalPath(path: string): string {
 /**
  * The gateway's request handler. It never listens and never reads the environment.
  *
- * Dispatch requests (`POST` to {@link dispatchEndpoints}) are served on plain node:http:
+ * Dispatch requests (`POST` to {@link dispatchRouteOf}'s paths) are served on plain node:http:
  * request context, auth, bounded body read, parse, dispatch, the same error answers. Express's
  * router, request/response decoration and middleware chain cost several times what a whole
  * forward costs, and the hot path needs none of it. Every other request goes to Express.
@@ -61,10 +72,10 @@ export function createApp(deps: AppDeps): RequestListener {
     const url = req.url ?? '';
     const queryAt = url.indexOf('?');
     let endpoint = queryAt < 0 ? url : url.slice(0, queryAt);
-    let route = dispatchEndpoints.get(endpoint);
+    let route = dispatchRouteOf(endpoint);
     if (route === undefined) {
       endpoint = canonicalPath(endpoint);
-      route = dispatchEndpoints.get(endpoint);
+      route = dispatchRouteOf(endpoint);
       if (route === undefined) return app(req, res);
     }
 

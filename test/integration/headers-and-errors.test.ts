@@ -87,6 +87,16 @@ describe('headers, auth and error shapes', () => {
     expect(gateway.sink.events[0]).toMatchObject({ source: 'boochat/web', request_id: 'req-123' });
   });
 
+  it("dates its own answers and does not relay the upstream's Server", async () => {
+    fleet.a.script({ kind: 'ok', headers: { date: 'Mon, 01 Jan 2001 00:00:00 GMT', server: 'llama.cpp', 'x-upstream-kept': 'yes' } });
+    const response = await post({ model: 'auto:chat', messages: [] });
+    await response.body.text();
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['x-upstream-kept']).toBe('yes');
+    expect(response.headers.server).toBeUndefined();
+    expect(Math.abs(Date.parse(String(response.headers.date)) - Date.now())).toBeLessThan(5_000);
+  });
+
   it('serves the dispatch paths as Express would route them: any case, one trailing slash', async () => {
     for (const path of ['/V1/Chat/Completions', '/v1/chat/completions/']) {
       const response = await request(`${gateway.url}${path}`, {
