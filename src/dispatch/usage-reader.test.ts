@@ -50,6 +50,38 @@ describe('UsageReader on JSON answers', () => {
   });
 });
 
+describe('UsageReader on the usage object itself', () => {
+  const tokenCount = fc.oneof(fc.nat(), fc.integer({ min: -5, max: -1 }), fc.double(), fc.constant(2 ** 60), fc.string(), fc.constant(null));
+  const usageObject = fc.dictionary(
+    fc.oneof(fc.constantFrom('prompt_tokens', 'completion_tokens', 'total_tokens', 'prompt_tokens_details', 'prompt_\\u0074okens'), fc.string()),
+    fc.oneof(tokenCount, fc.jsonValue()),
+  );
+
+  it('reads what parsing the object gives, whatever its keys, values, spacing and repeats', () => {
+    fc.assert(
+      fc.property(usageObject, fc.boolean(), fc.nat(3), (usage, pretty, repeats) => {
+        let text = JSON.stringify({ id: 'x', usage }, null, pretty ? 2 : undefined);
+        // Earlier top-level usage keys: JSON.parse keeps the last.
+        if (repeats > 0) text = text.replace('"usage":', `"usage": ${'{"prompt_tokens": 1}, "usage":'.repeat(repeats)}`);
+        const parsed = (JSON.parse(text) as { usage: Record<string, unknown> }).usage;
+        const count = (value: unknown) => (typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : null);
+        expect(read(false, text)).toEqual({ promptTokens: count(parsed.prompt_tokens), completionTokens: count(parsed.completion_tokens) });
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('reads a flat object byte by byte, and leaves anything unusual to the parser', () => {
+    expect(read(false, '{"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}')).toEqual({ promptTokens: 12, completionTokens: 3 });
+    expect(read(false, '{"usage": { "completion_tokens" : 0 , "prompt_tokens" : 7 } }')).toEqual({ promptTokens: 7, completionTokens: 0 });
+    expect(read(false, '{"usage":{}}')).toEqual({ promptTokens: null, completionTokens: null });
+    expect(read(false, '{"usage":{"prompt_tokens":1.5,"completion_tokens":2e1}}')).toEqual({ promptTokens: null, completionTokens: 20 });
+    expect(read(false, '{"usage":{"prompt_\\u0074okens":4,"completion_tokens":-1}}')).toEqual({ promptTokens: 4, completionTokens: null });
+    expect(read(false, '{"usage":{"prompt_tokens":012}}')).toEqual({ promptTokens: null, completionTokens: null });
+    expect(read(false, '{"usage":{"prompt_tokens":1,}}')).toEqual({ promptTokens: null, completionTokens: null });
+  });
+});
+
 describe('UsageReader on SSE streams', () => {
   const chunk = (content: string) => `data: ${JSON.stringify({ choices: [{ delta: { content } }], usage: null })}\n\n`;
   const usageEvent = `data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 30, completion_tokens: 4 } })}\n\n`;

@@ -87,16 +87,66 @@ function endOfObject(raw: Buffer, start: number, limit: number): number {
   return -1;
 }
 
-/** The object value of the key whose quote is at `keyAt`, parsed; undefined when it is not an object. */
-function objectAfterKey(raw: Buffer, keyAt: number, limit: number): unknown {
+const promptTokensKey = Buffer.from('prompt_tokens');
+const completionTokensKey = Buffer.from('completion_tokens');
+
+function isDigit(byte: number | undefined): byte is number {
+  return byte !== undefined && byte >= 0x30 && byte <= 0x39;
+}
+
+/**
+ * The usage object that opens at `start`, read from its bytes when it is flat and every value
+ * is a plain non-negative integer (what servers send): no string is made and nothing is parsed.
+ * Undefined for anything else (nested details, other values, escapes, a malformed object), which
+ * the caller parses instead; so the result is always what parsing would have given.
+ */
+function flatUsageAt(raw: Buffer, start: number): Usage | undefined {
+  let promptTokens: number | null = null;
+  let completionTokens: number | null = null;
+  let i = start + 1;
+  while (isJsonWhitespace(raw[i])) i++;
+  if (raw[i] === closeBrace) return { promptTokens, completionTokens };
+  for (;;) {
+    if (raw[i] !== quote) return undefined;
+    const keyStart = i + 1;
+    const keyEnd = raw.indexOf(quote, keyStart);
+    if (keyEnd < 0 || raw.indexOf(backslash, keyStart) < keyEnd) return undefined;
+    i = keyEnd + 1;
+    while (isJsonWhitespace(raw[i])) i++;
+    if (raw[i] !== 0x3a) return undefined;
+    i++;
+    while (isJsonWhitespace(raw[i])) i++;
+    const valueStart = i;
+    let value = 0;
+    for (; isDigit(raw[i]); i++) value = value * 10 + (raw[i]! - 0x30);
+    const digits = i - valueStart;
+    // Not a plain integer (a sign, a fraction, an exponent, a leading zero, beyond 2^53), or not a number.
+    if (digits === 0 || digits > 15 || (digits > 1 && raw[valueStart] === 0x30) || raw[i] === 0x2e || raw[i] === 0x65 || raw[i] === 0x45) {
+      return undefined;
+    }
+    // A repeated key keeps its last value, as JSON.parse does.
+    if (raw.compare(promptTokensKey, 0, promptTokensKey.length, keyStart, keyEnd) === 0) promptTokens = value;
+    else if (raw.compare(completionTokensKey, 0, completionTokensKey.length, keyStart, keyEnd) === 0) completionTokens = value;
+    while (isJsonWhitespace(raw[i])) i++;
+    if (raw[i] === closeBrace) return { promptTokens, completionTokens };
+    if (raw[i] !== 0x2c) return undefined;
+    i++;
+    while (isJsonWhitespace(raw[i])) i++;
+  }
+}
+
+/** The usage of the key whose quote is at `keyAt`; undefined when its value is not an object. */
+function usageAfterKey(raw: Buffer, keyAt: number): Usage | undefined {
   let i = keyAt + usageKey.length;
   while (isJsonWhitespace(raw[i])) i++;
   if (raw[i] !== 0x3a) return undefined;
   i++;
   while (isJsonWhitespace(raw[i])) i++;
   if (raw[i] !== openBrace) return undefined;
-  const end = endOfObject(raw, i, limit);
-  return end < 0 ? undefined : JSON.parse(raw.toString('utf8', i, end));
+  const flat = flatUsageAt(raw, i);
+  if (flat) return flat;
+  const end = endOfObject(raw, i, raw.length);
+  return end < 0 ? undefined : usageFrom(JSON.parse(raw.toString('utf8', i, end)));
 }
 
 /**
@@ -109,7 +159,7 @@ function usageOfJson(raw: Buffer): Usage {
     const at = raw.lastIndexOf(usageKey);
     if (at < 0) return noUsage;
     if (!isEscaped(raw, at) && depthFromEnd(raw, at + usageKey.length) === 1) {
-      const found = usageFrom(objectAfterKey(raw, at, raw.length));
+      const found = usageAfterKey(raw, at);
       if (found) return found;
     }
     return usageOf(JSON.parse(raw.toString('utf8'))) ?? noUsage;
