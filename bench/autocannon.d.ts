@@ -14,6 +14,8 @@ declare module 'autocannon' {
       connections?: number;
       pipelining?: number;
       duration?: number;
+      /** ms between samples; a run ends at the first sample after `duration`. */
+      sampleInt?: number;
       timeout?: number;
       setupClient?: (client: Client) => void;
     }
