@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { UsageReader } from './usage-reader.js';
 
 function read(stream: boolean, ...chunks: string[]) {
@@ -69,6 +69,16 @@ describe('UsageReader on the usage object itself', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('parses nothing to read a flat object of counts', () => {
+    const parse = vi.spyOn(JSON, 'parse');
+    try {
+      expect(read(false, '{"id":"x","usage":{"prompt_tokens":210,"completion_tokens":40,"total_tokens":250}}')).toEqual({ promptTokens: 210, completionTokens: 40 });
+      expect(parse).not.toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
   });
 
   it('reads a flat object byte by byte, and leaves anything unusual to the parser', () => {

@@ -110,7 +110,8 @@ function flatUsageAt(raw: Buffer, start: number): Usage | undefined {
     if (raw[i] !== quote) return undefined;
     const keyStart = i + 1;
     const keyEnd = raw.indexOf(quote, keyStart);
-    if (keyEnd < 0 || raw.indexOf(backslash, keyStart) < keyEnd) return undefined;
+    if (keyEnd < 0) return undefined;
+    for (let k = keyStart; k < keyEnd; k++) if (raw[k] === backslash) return undefined;
     i = keyEnd + 1;
     while (isJsonWhitespace(raw[i])) i++;
     if (raw[i] !== 0x3a) return undefined;
