@@ -128,6 +128,14 @@ describe('UsageReader on SSE streams', () => {
     expect(read(true, ...chunks, usageEvent, 'data: [DONE]\n\n')).toEqual({ promptTokens: 30, completionTokens: 4 });
   });
 
+  it('reads a usage event with multi-byte text cut inside a character', () => {
+    const event = Buffer.from(`data: ${JSON.stringify({ model: 'modèle ✓ 模型', choices: [], usage: { prompt_tokens: 11, completion_tokens: 5 } })}\n\n`);
+    const inside = event.indexOf(Buffer.from('✓')) + 1;
+    const reader = new UsageReader(true);
+    for (const part of [Buffer.from(chunk('héllo 🙂')), event.subarray(0, inside), event.subarray(inside), Buffer.from('data: [DONE]\n\n')]) reader.push(part);
+    expect(reader.read()).toEqual({ promptTokens: 11, completionTokens: 5 });
+  });
+
   it('answers nulls when no event carries a usage', () => {
     expect(read(true, chunk('a'), 'data: [DONE]\n\n')).toEqual({ promptTokens: null, completionTokens: null });
   });
