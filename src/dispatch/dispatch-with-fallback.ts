@@ -10,6 +10,7 @@ import { selectTargets, type CandidateView } from '../routing/select-targets.js'
 import { BreakerRegistry } from '../breakers/breaker-registry.js';
 import { isoNow } from '../shared/iso-now.js';
 import type { Logger } from '../shared/logger.js';
+import { randomUuid } from '../shared/random-uuid.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from './forward-headers.js';
 import {
   AttemptFailedError,
@@ -22,7 +23,6 @@ import {
 import type { RequestBody } from './request-body.js';
 import type { UpstreamPools } from './upstream-pools.js';
 import { UsageReader, type Usage } from './usage-reader.js';
-import { randomUuid } from '../shared/random-uuid.js';
 
 /** A parsed dispatch request, as the route hands it over. */
 export interface DispatchRequest {

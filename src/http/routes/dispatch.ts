@@ -62,7 +62,6 @@ export function parseDispatchBody(raw: unknown): { body: RequestBody; model: str
  * later read of it a hash lookup). The child logger is still made only when something logs.
  */
 class ClientDispatchRequest implements DispatchRequest {
-  readonly stream: boolean;
   readonly headers: IncomingHttpHeaders;
   readonly requestId: string;
   readonly source: string | null;
@@ -71,13 +70,12 @@ class ClientDispatchRequest implements DispatchRequest {
   constructor(
     readonly endpoint: string,
     readonly model: string,
+    readonly stream: boolean,
     readonly body: RequestBody,
     readonly requiredContext: number,
-    stream: boolean,
     req: IncomingMessage,
     readonly client: RequestContext,
   ) {
-    this.stream = stream;
     this.headers = req.headers;
     this.requestId = client.requestId;
     const source = req.headers['x-boo-source'];
@@ -100,5 +98,5 @@ export async function serveDispatch(
   raw: Buffer | undefined,
 ): Promise<void> {
   const { body, model, stream, requiredContext } = parseDispatchBody(raw);
-  await dispatcher.handle(new ClientDispatchRequest(endpoint, model, body, requiredContext, stream, req, context), res);
+  await dispatcher.handle(new ClientDispatchRequest(endpoint, model, stream, body, requiredContext, req, context), res);
 }
