@@ -1,11 +1,8 @@
+import { valueAfterKey } from './json-bytes.js';
+
 const modelKey = Buffer.from('"model"');
 const quote = 0x22;
 const backslash = 0x5c;
-const colon = 0x3a;
-
-function isJsonWhitespace(byte: number | undefined): boolean {
-  return byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
-}
 
 /** Index just past the string literal that starts at `start` (a quote), or -1 when unterminated. */
 function endOfString(raw: Buffer, start: number): number {
@@ -43,12 +40,8 @@ function depthAt(raw: Buffer, end: number): number {
 export function locateModel(raw: Buffer, model: string): readonly [number, number] | undefined {
   const at = raw.indexOf(modelKey);
   if (at < 0 || raw.indexOf(modelKey, at + modelKey.length) >= 0) return undefined;
-  let i = at + modelKey.length;
-  while (isJsonWhitespace(raw[i])) i++;
-  if (raw[i] !== colon) return undefined;
-  i++;
-  while (isJsonWhitespace(raw[i])) i++;
-  if (raw[i] !== quote) return undefined;
+  const i = valueAfterKey(raw, at + modelKey.length);
+  if (i < 0 || raw[i] !== quote) return undefined;
   const end = endOfString(raw, i);
   if (end < 0 || depthAt(raw, at) !== 1) return undefined;
   const literal = raw.toString('utf8', i, end);

@@ -1,4 +1,5 @@
 import { createParser } from 'eventsource-parser';
+import { skipJsonWhitespace, valueAfterKey } from './json-bytes.js';
 
 export interface Usage {
   readonly promptTokens: number | null;
@@ -40,10 +41,6 @@ function usageFrom(usage: unknown): Usage | undefined {
 function usageOf(document: unknown): Usage | undefined {
   if (typeof document !== 'object' || document === null) return undefined;
   return usageFrom((document as { usage?: unknown }).usage);
-}
-
-function isJsonWhitespace(byte: number | undefined): boolean {
-  return byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
 }
 
 /** True when the quote at `at` is escaped (an odd run of backslashes before it). */
@@ -103,8 +100,7 @@ function isDigit(byte: number | undefined): byte is number {
 function flatUsageAt(raw: Buffer, start: number): Usage | undefined {
   let promptTokens: number | null = null;
   let completionTokens: number | null = null;
-  let i = start + 1;
-  while (isJsonWhitespace(raw[i])) i++;
+  let i = skipJsonWhitespace(raw, start + 1);
   if (raw[i] === closeBrace) return { promptTokens, completionTokens };
   for (;;) {
     if (raw[i] !== quote) return undefined;
@@ -112,12 +108,9 @@ function flatUsageAt(raw: Buffer, start: number): Usage | undefined {
     const keyEnd = raw.indexOf(quote, keyStart);
     if (keyEnd < 0) return undefined;
     for (let k = keyStart; k < keyEnd; k++) if (raw[k] === backslash) return undefined;
-    i = keyEnd + 1;
-    while (isJsonWhitespace(raw[i])) i++;
-    if (raw[i] !== 0x3a) return undefined;
-    i++;
-    while (isJsonWhitespace(raw[i])) i++;
-    const valueStart = i;
+    const valueStart = valueAfterKey(raw, keyEnd + 1);
+    if (valueStart < 0) return undefined;
+    i = valueStart;
     let value = 0;
     for (; isDigit(raw[i]); i++) value = value * 10 + (raw[i]! - 0x30);
     const digits = i - valueStart;
@@ -128,22 +121,17 @@ function flatUsageAt(raw: Buffer, start: number): Usage | undefined {
     // A repeated key keeps its last value, as JSON.parse does.
     if (raw.compare(promptTokensKey, 0, promptTokensKey.length, keyStart, keyEnd) === 0) promptTokens = value;
     else if (raw.compare(completionTokensKey, 0, completionTokensKey.length, keyStart, keyEnd) === 0) completionTokens = value;
-    while (isJsonWhitespace(raw[i])) i++;
+    i = skipJsonWhitespace(raw, i);
     if (raw[i] === closeBrace) return { promptTokens, completionTokens };
     if (raw[i] !== 0x2c) return undefined;
-    i++;
-    while (isJsonWhitespace(raw[i])) i++;
+    i = skipJsonWhitespace(raw, i + 1);
   }
 }
 
 /** The usage of the key whose quote is at `keyAt`; undefined when its value is not an object. */
 function usageAfterKey(raw: Buffer, keyAt: number): Usage | undefined {
-  let i = keyAt + usageKey.length;
-  while (isJsonWhitespace(raw[i])) i++;
-  if (raw[i] !== 0x3a) return undefined;
-  i++;
-  while (isJsonWhitespace(raw[i])) i++;
-  if (raw[i] !== openBrace) return undefined;
+  const i = valueAfterKey(raw, keyAt + usageKey.length);
+  if (i < 0 || raw[i] !== openBrace) return undefined;
   const flat = flatUsageAt(raw, i);
   if (flat) return flat;
   const end = endOfObject(raw, i, raw.length);

@@ -63,9 +63,7 @@ export function parseDispatchBody(raw: unknown): { body: RequestBody; model: str
  */
 class ClientDispatchRequest implements DispatchRequest {
   readonly headers: IncomingHttpHeaders;
-  readonly requestId: string;
   readonly source: string | null;
-  readonly receivedAt: number;
 
   constructor(
     readonly endpoint: string,
@@ -77,10 +75,16 @@ class ClientDispatchRequest implements DispatchRequest {
     readonly client: RequestContext,
   ) {
     this.headers = req.headers;
-    this.requestId = client.requestId;
     const source = req.headers['x-boo-source'];
     this.source = typeof source === 'string' ? sanitizeClientText(source) : null;
-    this.receivedAt = client.receivedAt;
+  }
+
+  get requestId(): string {
+    return this.client.requestId;
+  }
+
+  get receivedAt(): number {
+    return this.client.receivedAt;
   }
 
   get logger(): Logger {
