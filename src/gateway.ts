@@ -5,13 +5,15 @@ import { BreakerRegistry } from './breakers/breaker-registry.js';
 import type { BreakerStateStore } from './breakers/breaker-state-store.js';
 import { SharedBreakers } from './breakers/shared-breakers.js';
 import type { Config } from './config/load.js';
-import { DispatchWithFallback } from './dispatch/dispatch-with-fallback.js';
+import { Failover } from './dispatch/failover.js';
 import { UpstreamPassthrough } from './dispatch/upstream-passthrough.js';
-import { UpstreamPools } from './dispatch/upstream-pools.js';
 import type { EventSink } from './events/event-sink.js';
 import { FleetState } from './fleet/fleet-state.js';
 import { HealthChecker } from './fleet/health-checker.js';
 import { createApp } from './http/app.js';
+import { RoutePlanner } from './routing/route-planner.js';
+import { LlamaSwapClient } from './upstream/llama-swap-client.js';
+import { UpstreamPools } from './upstream/upstream-pools.js';
 import { breakerStateValue, createGatewayMetrics, createMetricsRegistry, initConfigSeries, type GatewayMetrics } from './metrics/registry.js';
 import type { Logger } from './shared/logger.js';
 
@@ -95,18 +97,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     : undefined;
   // Before listening: the first request already skips the breakers open elsewhere.
   await shared?.start();
-  const dispatcher = new DispatchWithFallback({
-    config: getConfig,
-    fleet,
-    breakers,
-    pools,
-    metrics,
-    sink,
-    replica,
-    ...(options.random ? { random: options.random } : {}),
-  });
-  const passthrough = new UpstreamPassthrough({ config: getConfig, fleet, pools, dispatcher, logger });
-  const healthChecker = new HealthChecker({ config: getConfig, pools, fleet, metrics, logger });
+  const planner = new RoutePlanner({ config: getConfig, fleet, breakers, ...(options.random ? { random: options.random } : {}) });
+  const failover = new Failover({ config: getConfig, planner, fleet, breakers, pools, metrics, sink, replica });
+  const llamaSwap = new LlamaSwapClient(pools);
+  const passthrough = new UpstreamPassthrough({ config: getConfig, fleet, client: llamaSwap, planner, logger });
+  const healthChecker = new HealthChecker({ config: getConfig, client: llamaSwap, fleet, metrics, logger });
 
   // The one view of Redis and the database, for /readyz and for boo_redis_up at each scrape.
   const health = () => {
@@ -119,7 +114,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     config: getConfig,
     fleet,
     breakers,
-    dispatcher,
+    failover,
     passthrough,
     register,
     metrics,

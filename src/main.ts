@@ -7,6 +7,7 @@ import { ConfigError, loadConfigFile, loadEnv } from './config/load.js';
 import { createEventSink } from './events/create-event-sink.js';
 import { startGateway } from './gateway.js';
 import { createLogger } from './shared/logger.js';
+import { errorMessage } from './shared/error-message.js';
 
 const shippedExampleConfig = fileURLToPath(new URL('../../config/gateway.example.yaml', import.meta.url));
 
@@ -37,7 +38,7 @@ async function main(): Promise<void> {
     try {
       gateway.reload(loadConfigFile(path, process.env));
     } catch (err: unknown) {
-      logger.error({ reason: err instanceof Error ? err.message : String(err), trigger: why }, 'config reload rejected; keeping the previous config');
+      logger.error({ reason: errorMessage(err), trigger: why }, 'config reload rejected; keeping the previous config');
     }
   };
   process.on('SIGHUP', () => reload('SIGHUP'));
@@ -70,7 +71,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  const reason = err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err);
+  const reason = err instanceof ConfigError ? err.message : errorMessage(err);
   process.stderr.write(`boo-gateway: ${reason}\n`);
   process.exit(1);
 });

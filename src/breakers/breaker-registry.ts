@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import CircuitBreaker from 'opossum';
 import type { Config } from '../config/load.js';
-import type { BreakerPosition } from '../routing/select-targets.js';
+import type { BreakerPosition } from './breaker-position.js';
 
 /** An error of an upstream attempt that tells the breaker whether it counts against the candidate. */
 export interface BreakerVerdict {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
+import { errorMessage } from '../shared/error-message.js';
 import type {
   BreakerMessage,
   BreakerStateStore,
@@ -187,7 +188,7 @@ export class RedisBreakerStateStore implements BreakerStateStore {
       await this.#subscriber.subscribe(this.#channel);
       this.#subscribed = true;
     } catch (err: unknown) {
-      this.#logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'breaker store: subscribe failed; retried on reconnect');
+      this.#logger.debug({ err: errorMessage(err) }, 'breaker store: subscribe failed; retried on reconnect');
       this.#subscriber.disconnect(true);
     }
     this.#update();
@@ -228,7 +229,7 @@ export class RedisBreakerStateStore implements BreakerStateStore {
     try {
       parsed = JSON.parse(text);
     } catch (err: unknown) {
-      this.#logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'breaker store: ignored a malformed announcement');
+      this.#logger.warn({ err: errorMessage(err) }, 'breaker store: ignored a malformed announcement');
       return;
     }
     if (!isMessage(parsed)) {

@@ -4,6 +4,7 @@ import type { CoolDown, FleetState } from '../fleet/fleet-state.js';
 import type { Logger } from '../shared/logger.js';
 import type { BreakerRegistry } from './breaker-registry.js';
 import type { BreakerMessage, BreakerStateStore, OpenBreakerRecord, ProbeClaim, WindowCounts } from './breaker-state-store.js';
+import { errorMessage } from '../shared/error-message.js';
 
 export interface SharedBreakersOptions {
   readonly breakers: BreakerRegistry;
@@ -98,7 +99,7 @@ export class SharedBreakers {
       await store.start({ message: (message) => this.received(message), availability: (up) => this.availabilityChanged(up) }, timeoutMs);
       await this.syncing;
     } catch (err: unknown) {
-      this.log.warn({ err: describe(err) }, 'shared breakers: redis unreachable at start; breakers are local until it answers');
+      this.log.warn({ err: errorMessage(err) }, 'shared breakers: redis unreachable at start; breakers are local until it answers');
     }
   }
 
@@ -108,7 +109,7 @@ export class SharedBreakers {
       return;
     }
     this.log.info('shared breakers: redis reachable; syncing breaker state');
-    const sync = this.resync().catch((err: unknown) => this.log.warn({ err: describe(err) }, 'shared breakers: sync with redis failed'));
+    const sync = this.resync().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'shared breakers: sync with redis failed'));
     this.syncing = sync;
   }
 
@@ -175,7 +176,7 @@ export class SharedBreakers {
     if (healthy) {
       this.forget(candidate);
       if (!store.available) return;
-      store.publishClose(candidate, replica, hold?.token).catch((err: unknown) => this.log.warn({ err: describe(err), candidate }, 'shared breakers: could not announce a close'));
+      store.publishClose(candidate, replica, hold?.token).catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate }, 'shared breakers: could not announce a close'));
       return;
     }
     const now = this.now();
@@ -189,13 +190,13 @@ export class SharedBreakers {
     // Away, the next sync pushes the trip.
     if (!store.available) return;
     const options = { graceMs: this.probeLockMs() * 2, ...(releaseToken === undefined ? {} : { releaseToken }) };
-    store.publishOpen(record, options).catch((err: unknown) => this.log.warn({ err: describe(err), candidate: record.candidate }, 'shared breakers: could not announce an open breaker'));
+    store.publishOpen(record, options).catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate: record.candidate }, 'shared breakers: could not announce an open breaker'));
   }
 
   private cooledDown({ candidate, until, origin }: CoolDown): void {
     const { store, replica } = this.options;
     if (origin !== 'local' || !store.available) return;
-    store.publishCooldown(candidate, until, replica).catch((err: unknown) => this.log.warn({ err: describe(err), candidate }, 'shared breakers: could not announce a cooldown'));
+    store.publishCooldown(candidate, until, replica).catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate }, 'shared breakers: could not announce a cooldown'));
   }
 
   private schedule(record: OpenBreakerRecord): void {
@@ -237,7 +238,7 @@ export class SharedBreakers {
     try {
       claim = await store.claimProbe(candidate, token, this.now(), lockMs);
     } catch (err: unknown) {
-      this.log.warn({ err: describe(err), candidate }, 'shared breakers: probe claim failed; probing from this process');
+      this.log.warn({ err: errorMessage(err), candidate }, 'shared breakers: probe claim failed; probing from this process');
       breakers.permitProbe(candidate);
       return;
     }
@@ -253,7 +254,7 @@ export class SharedBreakers {
       return;
     }
     if (this.closed || breakers.position(candidate) === 'closed') {
-      await store.releaseProbe(candidate, token).catch((err: unknown) => this.log.debug({ err: describe(err) }, 'shared breakers: release failed'));
+      await store.releaseProbe(candidate, token).catch((err: unknown) => this.log.debug({ err: errorMessage(err) }, 'shared breakers: release failed'));
       return;
     }
     const hold: Hold = {
@@ -282,7 +283,7 @@ export class SharedBreakers {
     try {
       if (!(await store.renewProbe(candidate, hold.token, lockMs))) this.log.warn({ candidate }, 'shared breakers: the probe lock expired before the verdict');
     } catch (err: unknown) {
-      this.log.debug({ err: describe(err), candidate }, 'shared breakers: probe lock renewal failed');
+      this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: probe lock renewal failed');
     }
   }
 
@@ -293,7 +294,7 @@ export class SharedBreakers {
 
   private giveBack(candidate: string, hold: Hold): void {
     this.drop(candidate, hold);
-    this.options.store.releaseProbe(candidate, hold.token).catch((err: unknown) => this.log.debug({ err: describe(err), candidate }, 'shared breakers: release failed'));
+    this.options.store.releaseProbe(candidate, hold.token).catch((err: unknown) => this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: release failed'));
   }
 
   private counted(candidate: string, failure: boolean): void {
@@ -319,7 +320,7 @@ export class SharedBreakers {
         try {
           totals = await store.addCounts(candidate, counts, this.now(), window);
         } catch (err: unknown) {
-          this.log.debug({ err: describe(err), candidate }, 'shared breakers: counts not shared');
+          this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: counts not shared');
           return;
         }
         if (totals.fires < settings.volumeThreshold || (totals.failures / totals.fires) * 100 <= settings.errorThresholdPercentage) return;
@@ -341,14 +342,10 @@ export class SharedBreakers {
     const releases = [...this.holds].map(([candidate, hold]) => {
       clearInterval(hold.renew);
       if (breakers.isProbing(candidate)) return undefined;
-      return store.releaseProbe(candidate, hold.token).catch((err: unknown) => this.log.debug({ err: describe(err), candidate }, 'shared breakers: release at close failed'));
+      return store.releaseProbe(candidate, hold.token).catch((err: unknown) => this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: release at close failed'));
     });
     this.holds.clear();
     await Promise.all(releases);
     await store.close();
   }
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -3,9 +3,9 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/load.js';
 import type { BreakerRegistry } from '../breakers/breaker-registry.js';
-import type { DispatchWithFallback } from '../dispatch/dispatch-with-fallback.js';
+import type { Failover } from '../dispatch/failover.js';
 import type { UpstreamPassthrough } from '../dispatch/upstream-passthrough.js';
-import { downstreamResponseHeaders } from '../dispatch/forward-headers.js';
+import { downstreamResponseHeaders } from '../upstream/forward-headers.js';
 import { AuthenticationError, RouteNotFoundError } from '../errors.js';
 import type { ComponentHealth } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
@@ -13,9 +13,9 @@ import type { GatewayMetrics, HttpRoute } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
 import { errorMiddleware, sendError } from './error-middleware.js';
 import { isAuthorized, requireApiKey } from './middleware/auth.js';
-import { receiveBody } from './middleware/read-body.js';
+import { receiveBody } from './receive-body.js';
 import { contextOf, openRequestContext, requestContext, type RequestContext } from './middleware/request-context.js';
-import { serveDispatch } from './routes/dispatch.js';
+import { serveDispatch } from './serve-dispatch.js';
 import { modelsRoute } from './routes/models.js';
 import { adminCandidatesRoute, healthzRoute, metricsRoute, readyzRoute, type BreakerOrigin } from './routes/operations.js';
 
@@ -23,7 +23,7 @@ export interface AppDeps {
   readonly config: () => Config;
   readonly fleet: FleetState;
   readonly breakers: BreakerRegistry;
-  readonly dispatcher: DispatchWithFallback;
+  readonly failover: Failover;
   readonly passthrough: UpstreamPassthrough;
   readonly register: Registry;
   readonly metrics: GatewayMetrics;
@@ -64,7 +64,7 @@ function canonicalPath(path: string): string {
  * forward costs, and the hot path needs none of it. Every other request goes to Express.
  */
 export function createApp(deps: AppDeps): RequestListener {
-  const { config, dispatcher, metrics, logger } = deps;
+  const { config, failover, metrics, logger } = deps;
   const app = createExpressApp(deps);
   const rootLogger = () => logger;
   return (req: IncomingMessage, res: ServerResponse) => {
@@ -86,7 +86,7 @@ export function createApp(deps: AppDeps): RequestListener {
     if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return sendDispatchError(res, context, new AuthenticationError(), rootLogger);
     receiveBody(req, res, current.limits.maxBodyBytes, (error, body) => {
       if (error) return sendDispatchError(res, context, error, () => context.logger);
-      serveDispatch(dispatcher, endpoint, req, res, context, body).catch((err: unknown) => sendDispatchError(res, context, err, () => context.logger));
+      serveDispatch(failover, endpoint, req, res, context, body).catch((err: unknown) => sendDispatchError(res, context, err, () => context.logger));
     });
   };
 }

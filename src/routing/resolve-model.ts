@@ -1,5 +1,5 @@
 import type { CandidateRef, Config, Strategy, VirtualModelConfig } from '../config/load.js';
-import { splitCandidateId } from '../shared/candidate-id.js';
+import { joinCandidateId, splitCandidateId } from '../shared/candidate-id.js';
 
 export interface Resolution {
   /** The configured virtual model, when the request named one. */
@@ -42,7 +42,7 @@ export function resolveModel(
   for (const provider of Object.keys(config.providers)) {
     const discovered = discoveredModels(provider);
     if (discovered.has(requested) || config.providers[provider]!.models.includes(requested)) {
-      candidates.push({ id: `${provider}/${requested}`, provider, model: requested, weight: 1 });
+      candidates.push({ id: joinCandidateId(provider, requested), provider, model: requested, weight: 1 });
     }
   }
   return candidates.length > 0 ? { ...direct, candidates } : undefined;

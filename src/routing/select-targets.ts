@@ -1,6 +1,5 @@
+import type { BreakerPosition } from '../breakers/breaker-position.js';
 import type { Strategy } from '../config/load.js';
-
-export type BreakerPosition = 'closed' | 'halfOpen' | 'open';
 
 /** What routing knows of one candidate at the moment of a request. Plain data. */
 export interface CandidateView {

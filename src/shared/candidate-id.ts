@@ -7,3 +7,8 @@ export function splitCandidateId(id: string): { provider: string; model: string 
   if (slash <= 0 || slash === id.length - 1) return undefined;
   return { provider: id.slice(0, slash), model: id.slice(slash + 1) };
 }
+
+/** The candidate id of `model` on `provider`: the inverse of {@link splitCandidateId}. */
+export function joinCandidateId(provider: string, model: string): string {
+  return `${provider}/${model}`;
+}

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import type { ClientConnection } from '../../dispatch/upstream-attempt.js';
+import type { ClientConnection } from '../../upstream/send-attempt.js';
 import type { GatewayMetrics, HttpRoute } from '../../metrics/registry.js';
 import type { Logger } from '../../shared/logger.js';
 import { randomUuid } from '../../shared/random-uuid.js';

@@ -3,6 +3,7 @@ import type { Config } from '../../config/load.js';
 import type { FleetState } from '../../fleet/fleet-state.js';
 import { isKnownModel } from '../../routing/resolve-model.js';
 import { contextOf } from '../middleware/request-context.js';
+import { joinCandidateId } from '../../shared/candidate-id.js';
 
 /** The ids `/v1/models` lists: every virtual model, then every known `provider/model` when exposed. */
 export function listModelIds(config: Config, fleet: FleetState): string[] {
@@ -11,7 +12,7 @@ export function listModelIds(config: Config, fleet: FleetState): string[] {
   const concrete = new Set<string>();
   for (const provider of Object.values(config.providers)) {
     const discovered = fleet.provider(provider.name).models;
-    for (const model of [...provider.models, ...discovered]) concrete.add(`${provider.name}/${model}`);
+    for (const model of [...provider.models, ...discovered]) concrete.add(joinCandidateId(provider.name, model));
   }
   for (const virtualModel of Object.values(config.virtualModels)) {
     for (const candidate of virtualModel.candidates) {

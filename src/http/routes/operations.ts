@@ -5,6 +5,7 @@ import type { ComponentHealth } from '../../events/event-sink.js';
 import type { FleetState } from '../../fleet/fleet-state.js';
 import type { BreakerRegistry } from '../../breakers/breaker-registry.js';
 import { contextOf } from '../middleware/request-context.js';
+import { joinCandidateId } from '../../shared/candidate-id.js';
 
 /** GET /healthz: the process is alive. */
 export function healthzRoute() {
@@ -51,7 +52,7 @@ export function adminCandidatesRoute(config: () => Config, fleet: FleetState, br
     }
     for (const provider of Object.values(current.providers)) {
       for (const model of fleet.provider(provider.name).models) {
-        const id = `${provider.name}/${model}`;
+        const id = joinCandidateId(provider.name, model);
         if (!ids.has(id)) ids.set(id, { provider: provider.name, model, virtualModels: [] });
       }
     }

@@ -1,10 +1,10 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { InvalidRequestError } from '../../errors.js';
-import type { DispatchRequest, DispatchWithFallback } from '../../dispatch/dispatch-with-fallback.js';
-import { RequestBody } from '../../dispatch/request-body.js';
-import { estimateRequiredContext } from '../../routing/estimate-context.js';
-import { sanitizeClientText, type Logger } from '../../shared/logger.js';
-import type { RequestContext } from '../middleware/request-context.js';
+import { InvalidRequestError } from '../errors.js';
+import type { DispatchRequest, Failover } from '../dispatch/failover.js';
+import { RequestBody } from '../dispatch/request-body.js';
+import { estimateRequiredContext } from '../routing/estimate-context.js';
+import { sanitizeClientText, type Logger } from '../shared/logger.js';
+import type { RequestContext } from './middleware/request-context.js';
 
 // Model names reach upstream bodies and logs: printable, bounded.
 const controlCharacter = /[\u0000-\u001f\u007f]/;
@@ -94,7 +94,7 @@ class ClientDispatchRequest implements DispatchRequest {
 
 /** Parses one dispatch request's raw body and serves it with failover. Rejects only before anything was written. */
 export async function serveDispatch(
-  dispatcher: DispatchWithFallback,
+  failover: Failover,
   endpoint: string,
   req: IncomingMessage,
   res: ServerResponse,
@@ -102,5 +102,5 @@ export async function serveDispatch(
   raw: Buffer | undefined,
 ): Promise<void> {
   const { body, model, stream, requiredContext } = parseDispatchBody(raw);
-  await dispatcher.handle(new ClientDispatchRequest(endpoint, model, stream, body, requiredContext, req, context), res);
+  await failover.serve(new ClientDispatchRequest(endpoint, model, stream, body, requiredContext, req, context), res);
 }

@@ -1,27 +1,23 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import type { Config, ProviderConfig } from '../config/load.js';
-import { AllCandidatesFailedError, ModelNotFoundError, NoHealthyCandidateError } from '../errors.js';
+import { BreakerRegistry } from '../breakers/breaker-registry.js';
+import type { Config } from '../config/load.js';
+import { AllCandidatesFailedError, NoHealthyCandidateError } from '../errors.js';
 import type { Attempt, DispatchStatus } from '../events/dispatch-event.js';
 import type { EventSink } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
 import { directModelLabel, type GatewayMetrics } from '../metrics/registry.js';
-import { resolveModel, type Resolution } from '../routing/resolve-model.js';
-import { selectTargets, type CandidateView } from '../routing/select-targets.js';
-import { BreakerRegistry } from '../breakers/breaker-registry.js';
+import type { Resolution } from '../routing/resolve-model.js';
+import type { RoutePlanner } from '../routing/route-planner.js';
+import type { CandidateView } from '../routing/select-targets.js';
+import { errorMessage } from '../shared/error-message.js';
 import { isoNow } from '../shared/iso-now.js';
 import type { Logger } from '../shared/logger.js';
 import { randomUuid } from '../shared/random-uuid.js';
-import { downstreamResponseHeaders, upstreamRequestHeaders } from './forward-headers.js';
-import {
-  AttemptFailedError,
-  ClientClosedError,
-  describeError,
-  sendAttempt,
-  type ClientConnection,
-  type CommittableResponse,
-} from './upstream-attempt.js';
+import { downstreamResponseHeaders, upstreamRequestHeaders } from '../upstream/forward-headers.js';
+import { AttemptFailedError, ClientClosedError, sendAttempt, type ClientConnection, type CommittableResponse } from '../upstream/send-attempt.js';
+import type { UpstreamPools } from '../upstream/upstream-pools.js';
+import { upstreamPath } from '../upstream/upstream-path.js';
 import type { RequestBody } from './request-body.js';
-import type { UpstreamPools } from './upstream-pools.js';
 import { UsageReader, type Usage } from './usage-reader.js';
 
 /** A parsed dispatch request, as the route hands it over. */
@@ -44,33 +40,19 @@ export interface DispatchRequest {
   readonly requiredContext: number;
 }
 
-export interface DispatcherDeps {
+export interface FailoverDeps {
   readonly config: () => Config;
+  readonly planner: RoutePlanner;
   readonly fleet: FleetState;
   readonly breakers: BreakerRegistry;
   readonly pools: UpstreamPools;
   readonly metrics: GatewayMetrics;
   readonly sink: EventSink;
   readonly replica: string;
-  readonly random?: () => number;
 }
 
 const streamErrorEvent = (message: string) =>
   `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: 'stream_error' } })}\n\n`;
-
-// A provider config object is immutable (a reload builds new ones), so its prefix is parsed once,
-// not with a URL parse on every request.
-const pathPrefixes = new WeakMap<ProviderConfig, string>();
-
-/** The path of an upstream endpoint under a provider's base URL (which may carry a path prefix). */
-export function upstreamPath(provider: ProviderConfig, path: string): string {
-  let prefix = pathPrefixes.get(provider);
-  if (prefix === undefined) {
-    prefix = new URL(provider.baseUrl).pathname.replace(/\/+$/, '');
-    pathPrefixes.set(provider, prefix);
-  }
-  return prefix + path;
-}
 
 /**
  * Resolves a request to candidates and walks them until one answers, relaying that answer to the
@@ -78,65 +60,23 @@ export function upstreamPath(provider: ProviderConfig, path: string): string {
  * a break ends the stream with an SSE error event. Every dispatch that resolved a known model
  * produces exactly one event.
  */
-export class DispatchWithFallback {
-  private readonly deps: DispatcherDeps;
-  private readonly sequences = new Map<string, number>();
-  private readonly random: () => number;
+export class Failover {
+  private readonly deps: FailoverDeps;
 
-  constructor(deps: DispatcherDeps) {
+  constructor(deps: FailoverDeps) {
     this.deps = deps;
-    this.random = deps.random ?? Math.random;
-  }
-
-  resolve(model: string): Resolution {
-    const { config, fleet } = this.deps;
-    const resolution = resolveModel(model, config(), (provider) => fleet.provider(provider).models);
-    if (!resolution) throw new ModelNotFoundError(model);
-    return resolution;
-  }
-
-  /** Candidates of a resolution in the order to try, with routing's view of each. */
-  plan(resolution: Resolution, requiredContext: number): { targets: readonly CandidateView[]; panic: boolean } {
-    const { fleet, breakers } = this.deps;
-    // Fields named one by one: a spread of the candidate cost a slow-path object clone per
-    // candidate per request (about 1,500 instructions each, by callgrind).
-    const views: CandidateView[] = resolution.candidates.map((candidate) => {
-      const status = fleet.candidate(candidate.id);
-      return {
-        id: candidate.id,
-        provider: candidate.provider,
-        model: candidate.model,
-        weight: candidate.weight,
-        breaker: breakers.position(candidate.id),
-        healthy: fleet.isHealthy(candidate.provider) && fleet.mayServe(candidate.provider, candidate.model),
-        coolingDown: fleet.isCoolingDown(candidate.id),
-        loaded: fleet.isLoaded(candidate.provider, candidate.model),
-        latencyMs: status.latencyEwmaMs,
-        contextSize: status.contextSize,
-      };
-    });
-    const key = resolution.virtualModel?.name ?? '';
-    const sequence = this.sequences.get(key) ?? 0;
-    this.sequences.set(key, sequence + 1);
-    return selectTargets(views, {
-      strategy: resolution.strategy,
-      preferLoaded: resolution.preferLoaded,
-      sequence,
-      random: this.random,
-      requiredContext: views.some((view) => view.contextSize !== undefined) ? requiredContext : undefined,
-    });
   }
 
   /**
    * Serves one request into `res`. Throws a GatewayError only before anything was written
    * (model not found, no candidate, all failed); the error middleware answers it.
    */
-  async handle(request: DispatchRequest, res: ServerResponse): Promise<void> {
+  async serve(request: DispatchRequest, res: ServerResponse): Promise<void> {
     const { metrics, breakers, fleet, pools } = this.deps;
     const config = this.deps.config();
-    const resolution = this.resolve(request.model);
+    const resolution = this.deps.planner.resolve(request.model);
     const label = resolution.virtualModel?.name ?? directModelLabel;
-    const { targets, panic } = this.plan(resolution, request.requiredContext);
+    const { targets, panic } = this.deps.planner.plan(resolution, request.requiredContext);
     const createdAt = isoNow();
     const attempts: Attempt[] = [];
     if (targets.length === 0) {
@@ -175,7 +115,7 @@ export class DispatchWithFallback {
         );
       } catch (err: unknown) {
         if (BreakerRegistry.isRejection(err)) continue; // refused by the breaker: nothing was sent
-        const failure = err instanceof AttemptFailedError ? err : new AttemptFailedError('connect_error', describeError(err), { cause: err });
+        const failure = err instanceof AttemptFailedError ? err : new AttemptFailedError('connect_error', errorMessage(err), { cause: err });
         attempts.push({ candidate: target.id, outcome: failure.outcome, http_status: failure.httpStatus, ms: Math.round(performance.now() - sentAt) });
         metrics.attemptsOf(target.id, target.provider, failure.outcome).inc();
         if (failure.outcome === 'client_closed') break;
@@ -247,7 +187,7 @@ export class DispatchWithFallback {
         error = 'client closed the connection during the answer';
       } else {
         status = 'stream_error';
-        error = reason instanceof Error ? reason.message : `upstream broke after the first byte: ${describeError(err)}`;
+        error = reason instanceof Error ? reason.message : `upstream broke after the first byte: ${errorMessage(err)}`;
         request.logger.warn({ candidate: target.id, err: error }, 'upstream failed after the commit');
         if (upstreamIsStream && !res.destroyed) {
           res.end(streamErrorEvent(error));

@@ -3,7 +3,8 @@ import type { Writable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Timeouts } from '../config/schema.js';
 import type { AttemptOutcome } from '../events/dispatch-event.js';
-import type { BreakerVerdict } from '../breakers/breaker-registry.js';
+import { errorMessage } from '../shared/error-message.js';
+import { FirstByteTimeoutError, TotalTimeoutError, AttemptClock } from './attempt-clock.js';
 
 /** Statuses that say "another candidate may do better" (SPEC §5); every other 4xx is the client's. */
 export function isFailoverStatus(status: number): boolean {
@@ -11,7 +12,7 @@ export function isFailoverStatus(status: number): boolean {
 }
 
 /** An attempt that failed before its first body byte: the dispatcher fails over. */
-export class AttemptFailedError extends Error implements BreakerVerdict {
+export class AttemptFailedError extends Error {
   readonly outcome: AttemptOutcome;
   readonly httpStatus: number | null;
   readonly countsAsBreakerFailure: boolean;
@@ -72,27 +73,6 @@ export interface AttemptRequest {
   readonly now: () => number;
 }
 
-export class IdleTimeoutError extends Error {
-  constructor(ms: number) {
-    super(`upstream sent nothing for ${ms} ms`);
-    this.name = 'IdleTimeoutError';
-  }
-}
-
-export class TotalTimeoutError extends Error {
-  constructor(ms: number) {
-    super(`upstream request exceeded ${ms} ms`);
-    this.name = 'TotalTimeoutError';
-  }
-}
-
-class FirstByteTimeoutError extends Error {
-  constructor(ms: number) {
-    super(`no first byte within ${ms} ms`);
-    this.name = 'FirstByteTimeoutError';
-  }
-}
-
 export class ClientClosedError extends Error {
   constructor() {
     super('client closed the connection');
@@ -108,23 +88,14 @@ function parseRetryAfter(value: string | string[] | undefined, now: number): num
   return Number.isNaN(date) ? undefined : Math.min(date, now + 3_600_000);
 }
 
-/** A one-line description of an error, with its code when it has one. */
-export function describeError(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    return code ? `${code}: ${error.message}` : error.message;
-  }
-  return String(error);
-}
-
 function classifyTransportError(error: unknown, reason: unknown): AttemptFailedError {
   if (reason instanceof ClientClosedError) return new AttemptFailedError('client_closed', reason.message);
   if (reason instanceof FirstByteTimeoutError || reason instanceof TotalTimeoutError) return new AttemptFailedError('timeout', reason.message);
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
-    return new AttemptFailedError('timeout', describeError(error), { cause: error });
+    return new AttemptFailedError('timeout', errorMessage(error), { cause: error });
   }
-  return new AttemptFailedError('connect_error', describeError(error), { cause: error });
+  return new AttemptFailedError('connect_error', errorMessage(error), { cause: error });
 }
 
 /** An error answer read to its end keeps its keep-alive connection; a longer one is not worth reading. */
@@ -267,7 +238,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
       const failure = classifyTransportError(error, this.reason);
       if (failure.outcome !== 'connect_error') return this.rejectAttempt(failure);
       this.rejectAttempt(
-        new AttemptFailedError('broken_before_first_byte', `upstream body broke before the first byte: ${describeError(error)}`, {
+        new AttemptFailedError('broken_before_first_byte', `upstream body broke before the first byte: ${errorMessage(error)}`, {
           httpStatus: this.status,
           cause: error,
         }),
@@ -337,57 +308,5 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
     out.off('drain', this.onDrain);
     if (this.ending === true) resolve();
     else reject(this.ending);
-  }
-}
-
-/**
- * The three budgets of an attempt (first byte, idle between chunks, total) on one timer. The
- * timer is armed for the nearest budget that could run out and, when it fires, checks what did
- * run out against the clock and re-arms for the rest. A chunk only records the time: an
- * attempt shorter than its smallest budget (nearly all of them) costs one setTimeout and one
- * clearTimeout, not a timer per budget and a re-arm per chunk.
- */
-class AttemptClock {
-  private readonly onExpire: (reason: Error) => void;
-  private readonly timeouts: Timeouts;
-  private readonly startedAt = performance.now();
-  /** performance.now() of the first byte, then of the last chunk or drain; undefined before the first byte. */
-  private lastActivityAt: number | undefined;
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(onExpire: (reason: Error) => void, timeouts: Timeouts) {
-    this.onExpire = onExpire;
-    this.timeouts = timeouts;
-    this.timer = setTimeout(() => this.check(), Math.min(timeouts.firstByteMs, timeouts.idleMs, timeouts.totalMs));
-  }
-
-  firstByte(at: number): void {
-    this.lastActivityAt = at;
-  }
-
-  activity(): void {
-    this.lastActivityAt = performance.now();
-  }
-
-  stop(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-  }
-
-  private check(): void {
-    if (this.timer === undefined) return;
-    const { firstByteMs, idleMs, totalMs } = this.timeouts;
-    const at = performance.now();
-    const totalLeft = this.startedAt + totalMs - at;
-    const phaseLeft = this.lastActivityAt === undefined ? this.startedAt + firstByteMs - at : this.lastActivityAt + idleMs - at;
-    if (totalLeft <= 0) return this.expire(new TotalTimeoutError(totalMs));
-    if (phaseLeft <= 0) return this.expire(this.lastActivityAt === undefined ? new FirstByteTimeoutError(firstByteMs) : new IdleTimeoutError(idleMs));
-    // Before the first byte the idle budget is not running: the first-byte and total deadlines are.
-    this.timer = setTimeout(() => this.check(), Math.ceil(Math.min(totalLeft, phaseLeft)));
-  }
-
-  private expire(reason: Error): void {
-    this.timer = undefined;
-    this.onExpire(reason);
   }
 }

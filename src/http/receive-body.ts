@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BodyTooLargeError, InvalidRequestError, type GatewayError } from '../../errors.js';
+import { BodyTooLargeError, InvalidRequestError, type GatewayError } from '../errors.js';
 
 /**
  * Reads a raw request body, up to `limit` bytes, and calls `done` once: with the body, or with
