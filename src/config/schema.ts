@@ -76,6 +76,8 @@ export const configFileSchema = z
         headersTimeoutMs: positiveMs.default(30_000),
         /** Whole client request including a long stream; keep it above timeouts.totalMs. */
         requestTimeoutMs: positiveMs.default(900_000),
+        /** Deepest nesting of objects and arrays in a request body; deeper bodies get 400 json_too_deep. */
+        maxJsonDepth: z.number().int().min(2).max(1_000).default(64),
       })
       .prefault({}),
     events: z

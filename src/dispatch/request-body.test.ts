@@ -1,10 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { locateModel, RequestBody } from './request-body.js';
+import { topLevelMembers } from '../../test/support/json-members.js';
+import { RequestBody } from './request-body.js';
+import { scanRequest } from './request-scanner.js';
+
+const limits = { maxJsonDepth: 64 };
 
 const bodyOf = (text: string) => {
-  const document = JSON.parse(text) as Record<string, unknown>;
-  return new RequestBody(Buffer.from(text), document, document.model as string);
+  const raw = Buffer.from(text);
+  const fields = scanRequest(raw, limits);
+  return new RequestBody(raw, fields.model, fields.modelSpan);
 };
 
 describe('RequestBody.withModel', () => {
@@ -24,40 +29,35 @@ describe('RequestBody.withModel', () => {
   });
 
   it.each([
-    ['a nested model key', '{"model":"a","tools":[{"model":"a"}]}'],
-    ['a duplicate top-level key', '{"model":"b","model":"a"}'],
-    ['"model" as a value', '{"model":"a","tags":["model"]}'],
-    ['an escaped top-level key', '{"mod\\u0065l":"a","x":{"model":"a"}}'],
-    ['an escaped model value', '{"model":"\\u0061"}'],
-  ])('falls back to serialising the document for %s', (_name, text) => {
-    const body = bodyOf(text);
-    const out = JSON.parse(body.withModel('z').toString()) as Record<string, unknown>;
-    expect(out).toEqual({ ...(JSON.parse(text) as object), model: 'z' });
+    ['a nested model key', '{"model":"a","tools":[{"model":"a"}]}', '{"model":"z","tools":[{"model":"a"}]}'],
+    ['"model" as a value', '{"model":"a","tags":["model"]}', '{"model":"z","tags":["model"]}'],
+    ['an escaped model value', '{"model":"\\u0061"}', '{"model":"z"}'],
+  ])('rewrites only the top-level model for %s', (_name, text, expected) => {
+    expect(bodyOf(text).withModel('z').toString()).toBe(expected);
   });
 
-  it('finds the model only where it is certain', () => {
-    expect(locateModel(Buffer.from('{"x":{"model":"a"}}'), 'a')).toBeUndefined();
-    expect(locateModel(Buffer.from('{"x":"\\"model\\":1","model":"a"}'), 'a')).toEqual([27, 30]);
-  });
-
-  it('always yields the document with only model replaced', () => {
-    const key = fc.oneof(fc.constantFrom('model', 'messages', 'stream', 'x'), fc.string({ maxLength: 8 }));
-    const value = fc.jsonValue({ maxDepth: 3 });
+  it('gives the upstream exactly one model, the candidate\'s, read first-key or last-key, for any object JSON.parse accepts', () => {
+    const modelKey = fc.constantFrom('model', 'mod\\u0065l', '\\u006dodel', 'Model', 'MODEL', 'mOdEl');
+    const otherKey = fc.constantFrom('messages', 'stream', 'x', 'models', 'model ', 'm\\"odel');
+    const key = fc.oneof(modelKey, otherKey);
+    const value = fc.oneof(fc.string({ maxLength: 8 }).map((s) => JSON.stringify(s)), fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify(v)));
+    const member = fc.tuple(key, value).map(([k, v]) => `"${k}":${v}`);
     fc.assert(
-      fc.property(
-        fc.dictionary(key, value, { maxKeys: 6 }),
-        fc.string({ minLength: 1, maxLength: 20 }),
-        fc.string({ minLength: 1, maxLength: 20 }),
-        fc.boolean(),
-        (rest, requested, candidate, pretty) => {
-          const document = { ...rest, model: requested };
-          const text = pretty ? JSON.stringify(document, null, 2) : JSON.stringify(document);
-          const parsed = JSON.parse(text) as Record<string, unknown>;
-          const out = new RequestBody(Buffer.from(text), parsed, requested).withModel(candidate);
-          expect(JSON.parse(out.toString())).toEqual({ ...parsed, model: candidate });
-        },
-      ),
-      { numRuns: 500 },
+      fc.property(fc.array(member, { maxLength: 6 }), fc.string({ minLength: 1, maxLength: 12 }), (members, candidate) => {
+        const text = `{${members.join(',')}}`;
+        JSON.parse(text); // every generated body is one JSON.parse accepts
+        let body: RequestBody;
+        try {
+          body = bodyOf(text);
+        } catch {
+          return; // refused with a 400: nothing goes upstream
+        }
+        const sent = body.withModel(candidate).toString();
+        const models = topLevelMembers(sent).filter(([name]) => name.toLowerCase() === 'model');
+        expect(models).toEqual([['model', candidate]]);
+        expect((JSON.parse(sent) as { model: unknown }).model).toBe(candidate);
+      }),
+      { numRuns: 2_000 },
     );
   });
 });

@@ -84,10 +84,16 @@ export function createApp(deps: AppDeps): RequestListener {
     const current = config();
     // An unread body is left to node:http, as it is on the Express path.
     if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return sendDispatchError(res, context, new AuthenticationError(), rootLogger);
-    receiveBody(req, res, current.limits.maxBodyBytes, (error, body) => {
-      if (error) return sendDispatchError(res, context, error, () => context.logger);
-      serveDispatch(failover, endpoint, req, res, context, body).catch((err: unknown) => sendDispatchError(res, context, err, () => context.logger));
-    });
+    receiveBody(
+      req,
+      res,
+      current.limits.maxBodyBytes,
+      (body) =>
+        serveDispatch(failover, endpoint, req, res, context, body, current.limits).catch((err: unknown) =>
+          sendDispatchError(res, context, err, () => context.logger),
+        ),
+      (error) => sendDispatchError(res, context, error, () => context.logger),
+    );
   };
 }
 

@@ -2,8 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BodyTooLargeError, InvalidRequestError, type GatewayError } from '../errors.js';
 
 /**
- * Reads a raw request body, up to `limit` bytes, and calls `done` once: with the body, or with
- * the error to answer. Unlike body-parser, which drains a too-large body to its end before
+ * Reads a raw request body, up to `limit` bytes, and calls either `onBody` or `onError` once. Unlike body-parser, which drains a too-large body to its end before
  * answering, this refuses at once (from Content-Length, or as soon as the count passes the
  * limit) and closes the connection after the answer, so a client cannot make the gateway read
  * gigabytes.
@@ -12,7 +11,8 @@ export function receiveBody(
   req: IncomingMessage,
   res: ServerResponse,
   limit: number,
-  done: (error: GatewayError | undefined, body: Buffer | undefined) => void,
+  onBody: (body: Buffer) => void,
+  onError: (error: GatewayError) => void,
 ): void {
   const declared = Number(req.headers['content-length']);
   const refuse = (error: GatewayError) => {
@@ -20,7 +20,7 @@ export function receiveBody(
     req.pause();
     res.setHeader('connection', 'close');
     res.once('finish', () => req.socket.destroySoon());
-    done(error, undefined);
+    onError(error);
   };
   if (declared > limit) return refuse(new BodyTooLargeError(limit));
   let first: Buffer | undefined;
@@ -41,11 +41,11 @@ export function receiveBody(
   req.once('end', () => {
     if (settled) return;
     settled = true;
-    done(undefined, more ? Buffer.concat(more, size) : (first ?? Buffer.alloc(0)));
+    onBody(more ? Buffer.concat(more, size) : (first ?? Buffer.alloc(0)));
   });
   req.once('error', (err) => {
     if (settled) return;
     settled = true;
-    done(new InvalidRequestError(`request body was not received in full (${err.message})`, null, 'request_aborted'), undefined);
+    onError(new InvalidRequestError(`request body was not received in full (${err.message})`, null, 'request_aborted'));
   });
 }
