@@ -1,6 +1,7 @@
 export type OpenAIErrorType =
   | 'invalid_request_error'
   | 'authentication_error'
+  | 'permission_error'
   | 'not_found_error'
   | 'rate_limit_error'
   | 'api_error'
@@ -47,6 +48,22 @@ export class AuthenticationError extends GatewayError {
   }
 }
 
+export class PermissionDeniedError extends GatewayError {
+  constructor(message: string) {
+    super(message, { code: 'permission_denied', status: 403, openaiType: 'permission_error' });
+  }
+}
+
+export class UnsupportedContentEncodingError extends GatewayError {
+  constructor(encoding: string) {
+    super(`request bodies encoded as "${encoding}" are not accepted; send plain JSON`, {
+      code: 'unsupported_content_encoding',
+      status: 415,
+      openaiType: 'invalid_request_error',
+    });
+  }
+}
+
 export class ModelNotFoundError extends GatewayError {
   constructor(model: string) {
     super(`the model "${model}" does not exist`, { code: 'model_not_found', status: 404, openaiType: 'invalid_request_error', param: 'model' });
@@ -65,9 +82,15 @@ export class NoHealthyCandidateError extends GatewayError {
   }
 }
 
+/**
+ * Every candidate was tried and failed. The message names candidates and what each answered
+ * (`gpu-a/qwen (connect_error), gpu-b/qwen (503)`), never an address or an upstream's own text:
+ * those go to the logs and the dispatch log.
+ */
 export class AllCandidatesFailedError extends GatewayError {
-  constructor(model: string, lastProblem: string) {
-    super(`every candidate for "${model}" failed; last: ${lastProblem}`, {
+  constructor(model: string, attempts: readonly { candidate: string; outcome: string; http_status: number | null }[]) {
+    const tried = attempts.map((attempt) => `${attempt.candidate} (${attempt.http_status ?? attempt.outcome})`).join(', ');
+    super(`every candidate for "${model}" failed: ${tried || 'none could be tried'}`, {
       code: 'all_candidates_failed',
       status: 502,
       openaiType: 'api_error',

@@ -130,6 +130,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       // Node checks the header and request timeouts on this sweep (30 s by default), which would
       // let a slow-header client hold a socket for twice headersTimeoutMs.
       connectionsCheckingInterval: Math.min(1_000, config.limits.headersTimeoutMs),
+      // Checked in the app, which answers in the OpenAI shape where node:http sends a bare 400.
+      requireHostHeader: false,
     },
     app,
   );
@@ -147,6 +149,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { port } = server.address() as AddressInfo;
   const url = `http://${options.host === '0.0.0.0' || options.host === '::' ? '127.0.0.1' : options.host}:${port}`;
   if (config.apiKeyDigests.length === 0) logger.warn('auth.apiKeys is empty: every client is accepted');
+  else if (config.adminKeyDigests.length === 0) logger.warn('auth.adminKeys is empty: /admin/* answers 403 to every key');
 
   let closing: Promise<void> | undefined;
   const close = () => {

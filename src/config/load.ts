@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hash } from 'node:crypto';
+import { BlockList, isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { configFileSchema, envSchema, type ConfigFile, type Env, type Timeouts } from './schema.js';
@@ -41,8 +42,12 @@ export interface Config {
   readonly timeouts: Timeouts;
   readonly breaker: ConfigFile['breaker'];
   readonly healthCheck: ConfigFile['healthCheck'];
-  /** sha256 digests of the accepted bearer keys; empty means auth is off. */
+  /** sha256 digests of the accepted bearer keys (client and admin keys); empty means auth is off. */
   readonly apiKeyDigests: readonly Buffer[];
+  /** sha256 digests of the keys that may read /admin/*. */
+  readonly adminKeyDigests: readonly Buffer[];
+  /** Peers whose forwarding headers are believed (see `trustedProxies`). */
+  readonly trustedProxies: BlockList;
   readonly limits: ConfigFile['limits'];
   readonly events: ConfigFile['events'];
 }
@@ -78,7 +83,7 @@ export function loadEnv(env: NodeJS.ProcessEnv): Env {
 }
 
 function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Buffer.isBuffer(value) && !Object.isFrozen(value)) {
+  if (value && typeof value === 'object' && !Buffer.isBuffer(value) && !(value instanceof BlockList) && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const child of Object.values(value)) deepFreeze(child);
   }
@@ -168,10 +173,28 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
     timeouts: file.timeouts,
     breaker: file.breaker,
     healthCheck: file.healthCheck,
-    apiKeyDigests: file.auth.apiKeys.map((hex) => Buffer.from(hex.toLowerCase(), 'hex')),
+    apiKeyDigests: [...file.auth.apiKeys, ...file.auth.adminKeys].map(digestOfHex),
+    adminKeyDigests: file.auth.adminKeys.map(digestOfHex),
+    trustedProxies: blockListOf(file.trustedProxies),
     limits: file.limits,
     events: file.events,
   });
+}
+
+function digestOfHex(hex: string): Buffer {
+  return Buffer.from(hex.toLowerCase(), 'hex');
+}
+
+/** The configured addresses and subnets (already validated) as one list to check a peer against. */
+function blockListOf(entries: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const entry of entries) {
+    const [address = '', prefix] = entry.split('/');
+    const type = isIP(address) === 6 ? 'ipv6' : 'ipv4';
+    if (prefix === undefined) list.addAddress(address, type);
+    else list.addSubnet(address, Number(prefix), type);
+  }
+  return list;
 }
 
 /** Reads and validates a YAML config file. @throws ConfigError */

@@ -1,6 +1,20 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 const positiveMs = z.number().int().positive();
+
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/i, 'must be the sha256 of a key, 64 hex digits');
+
+/** An IPv4/IPv6 address, or a subnet of either in CIDR notation. */
+const addressOrSubnet = z.string().refine((value) => {
+  const [address, prefix, ...rest] = value.split('/');
+  if (rest.length > 0 || address === undefined) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (prefix === undefined) return true;
+  const bits = Number(prefix);
+  return /^\d+$/.test(prefix) && bits <= (family === 4 ? 32 : 128);
+}, 'must be an IP address or a CIDR subnet such as 10.0.0.0/8');
 
 export const timeoutsSchema = z.strictObject({
   /** TCP connect to the upstream. */
@@ -16,7 +30,9 @@ export const timeoutsSchema = z.strictObject({
 const providerSchema = z.strictObject({
   baseUrl: z
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
-    .refine((url) => !URL.canParse(url) || (new URL(url).search === '' && new URL(url).hash === ''), 'must not carry a query or fragment'),
+    .refine((url) => !URL.canParse(url) || (new URL(url).search === '' && new URL(url).hash === ''), 'must not carry a query or fragment')
+    // Undici would drop them silently: a key belongs in apiKeyEnv, sent as a bearer token.
+    .refine((url) => !URL.canParse(url) || (new URL(url).username === '' && new URL(url).password === ''), 'must not carry user:password@ (not sent upstream); put a key in apiKeyEnv'),
   type: z.enum(['llama-swap', 'openai']).default('openai'),
   apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
   /** Overrides of the global `timeouts`, key by key. */
@@ -49,6 +65,11 @@ export const configFileSchema = z
     ),
     virtualModels: z.record(z.string().min(1), virtualModelSchema).default({}),
     exposeConcreteModels: z.boolean().default(true),
+    /**
+     * Peers (load balancers) whose X-Forwarded-For and X-Forwarded-Proto are believed and
+     * extended; from any other peer those headers are dropped and set anew.
+     */
+    trustedProxies: z.array(addressOrSubnet).default([]),
     timeouts: timeoutsSchema.prefault({}),
     breaker: z
       .strictObject({
@@ -66,7 +87,9 @@ export const configFileSchema = z
       .prefault({}),
     auth: z
       .strictObject({
-        apiKeys: z.array(z.string().regex(/^[0-9a-f]{64}$/i, 'must be the sha256 of a key, 64 hex digits')).default([]),
+        apiKeys: z.array(sha256Hex).default([]),
+        /** Keys that may also read /admin/*; accepted wherever a client key is. */
+        adminKeys: z.array(sha256Hex).default([]),
       })
       .prefault({}),
     limits: z
@@ -76,6 +99,11 @@ export const configFileSchema = z
         headersTimeoutMs: positiveMs.default(30_000),
         /** Whole client request including a long stream; keep it above timeouts.totalMs. */
         requestTimeoutMs: positiveMs.default(900_000),
+        /**
+         * How long a client may leave an answer unread (the upstream is held paused meanwhile)
+         * before the gateway gives up on it: recorded as client_closed, never held against the upstream.
+         */
+        clientWriteTimeoutMs: positiveMs.default(120_000),
         /** Deepest nesting of objects and arrays in a request body; deeper bodies get 400 json_too_deep. */
         maxJsonDepth: z.number().int().min(2).max(1_000).default(64),
       })

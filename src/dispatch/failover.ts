@@ -13,7 +13,8 @@ import { errorMessage } from '../shared/error-message.js';
 import { isoNow } from '../shared/iso-now.js';
 import type { Logger } from '../shared/logger.js';
 import { randomUuid } from '../shared/random-uuid.js';
-import { downstreamResponseHeaders, upstreamRequestHeaders } from '../upstream/forward-headers.js';
+import { downstreamResponseHeaders, upstreamRequestHeaders, type ForwardedClient } from '../upstream/forward-headers.js';
+import { ClientWriteTimeoutError } from '../upstream/attempt-clock.js';
 import { AttemptFailedError, ClientClosedError, sendAttempt, type ClientConnection, type CommittableResponse } from '../upstream/send-attempt.js';
 import type { UpstreamPools } from '../upstream/upstream-pools.js';
 import { upstreamPath } from '../upstream/upstream-path.js';
@@ -22,6 +23,9 @@ import { UsageReader, type Usage } from './usage-reader.js';
 
 /** A parsed dispatch request, as the route hands it over. */
 export interface DispatchRequest {
+  readonly client: ClientConnection;
+  /** Who the client is, as upstreams are told (`X-Forwarded-For`, `X-Forwarded-Proto`). */
+  readonly forwarded: ForwardedClient;
   /** `/v1/chat/completions`, `/v1/completions` or `/v1/embeddings` */
   readonly endpoint: string;
   readonly model: string;
@@ -34,7 +38,6 @@ export interface DispatchRequest {
   readonly source: string | null;
   /** performance.now() when the request arrived. */
   readonly receivedAt: number;
-  readonly client: ClientConnection;
   readonly logger: Logger;
   /** Estimated prompt tokens plus max_tokens, for context fit (used when a candidate's context size is known). */
   readonly requiredContext: number;
@@ -53,6 +56,32 @@ export interface FailoverDeps {
 
 const streamErrorEvent = (message: string) =>
   `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: 'stream_error' } })}\n\n`;
+
+const lineFeed = 0x0a;
+const carriageReturn = 0x0d;
+
+/**
+ * What must be written before an event of ours so that it stands alone, after a relayed stream
+ * whose last bytes are `last` (and `previous` before it): nothing after a blank line, a line
+ * end after a complete line, two in the middle of a line. An event of ours written into half an
+ * upstream event would merge with it, and the client's SSE parser could read neither.
+ */
+export function sseEventBoundary(last: Buffer | undefined, previous: Buffer | undefined): string {
+  /** The byte `back` places before the end of the stream; a line feed before its start. */
+  const byteBack = (back: number): number => {
+    if (last === undefined) return lineFeed;
+    if (back < last.length) return last[last.length - 1 - back]!;
+    return previous?.[previous.length - 1 - (back - last.length)] ?? lineFeed;
+  };
+  const isLineEnd = (byte: number) => byte === lineFeed || byte === carriageReturn;
+  const end = byteBack(0);
+  if (!isLineEnd(end)) return '\n\n';
+  // `\r\n` is one line end: look at what stands before it.
+  const before = end === lineFeed && byteBack(1) === carriageReturn ? byteBack(2) : byteBack(1);
+  if (isLineEnd(before)) return '';
+  // A line feed after a lone `\r` would pair with it into one line end.
+  return end === carriageReturn ? '\n\n' : '\n';
+}
 
 /**
  * Resolves a request to candidates and walks them until one answers, relaying that answer to the
@@ -85,7 +114,7 @@ export class Failover {
     }
     if (panic) request.logger.warn({ model: label }, 'every candidate is open or cooling down; trying them anyway');
 
-    const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId);
+    const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId, request.forwarded);
     let lastProblem = 'no candidate could be tried';
     metrics.overheadOf('pre_upstream').observe((performance.now() - request.receivedAt) / 1000);
 
@@ -108,6 +137,7 @@ export class Failover {
               headers,
               body,
               timeouts: provider.timeouts,
+              clientWriteTimeoutMs: config.limits.clientWriteTimeoutMs,
               client: request.client,
               now: Date.now,
             }),
@@ -147,7 +177,7 @@ export class Failover {
       return;
     }
     this.publish(request, createdAt, resolution, label, attempts, 'failed', lastProblem);
-    throw new AllCandidatesFailedError(request.model, lastProblem);
+    throw new AllCandidatesFailedError(request.model, attempts);
   }
 
   /** Writes the committed answer to the client with backpressure; never throws. */
@@ -166,6 +196,8 @@ export class Failover {
     headers['x-boo-attempts'] = String(attemptCount);
     let status: DispatchStatus = 'dispatched';
     let error: string | null = null;
+    let last = answer.firstChunk ?? undefined;
+    let previous: Buffer | undefined;
     try {
       res.writeHead(answer.status, headers);
       // A stream's head goes out at once, but with its first chunk when there is one: one write
@@ -178,19 +210,30 @@ export class Failover {
         else res.write(answer.firstChunk);
         this.deps.metrics.overheadOf('relay').observe((performance.now() - answer.firstByteAt) / 1000);
       }
-      await answer.relayRest(res, (chunk) => usage.push(chunk));
+      await answer.relayRest(res, (chunk) => {
+        usage.push(chunk);
+        previous = last;
+        last = chunk;
+      });
       if (!res.writableEnded) res.end();
     } catch (err: unknown) {
       const reason = answer.abortReason();
       if (request.client.gone || reason instanceof ClientClosedError) {
         status = 'client_closed';
         error = 'client closed the connection during the answer';
+      } else if (reason instanceof ClientWriteTimeoutError) {
+        // The client is there but does not read: nothing more can reach it.
+        status = 'client_closed';
+        error = reason.message;
+        res.destroy();
       } else {
         status = 'stream_error';
         error = reason instanceof Error ? reason.message : `upstream broke after the first byte: ${errorMessage(err)}`;
         request.logger.warn({ candidate: target.id, err: error }, 'upstream failed after the commit');
         if (upstreamIsStream && !res.destroyed) {
-          res.end(streamErrorEvent(error));
+          // The client learns which candidate failed and how, not the transport's own words.
+          const told = reason instanceof Error ? `${target.id}: ${reason.message}` : `${target.id} broke off its answer`;
+          res.end(sseEventBoundary(last, previous) + streamErrorEvent(told));
         } else {
           // A JSON answer cut short cannot be repaired: a broken connection tells the client so.
           res.destroy();

@@ -6,13 +6,13 @@ import type { BreakerRegistry } from '../breakers/breaker-registry.js';
 import type { Failover } from '../dispatch/failover.js';
 import type { UpstreamPassthrough } from '../dispatch/upstream-passthrough.js';
 import { downstreamResponseHeaders } from '../upstream/forward-headers.js';
-import { AuthenticationError, RouteNotFoundError } from '../errors.js';
+import { AuthenticationError, InvalidRequestError, RouteNotFoundError, UnsupportedContentEncodingError } from '../errors.js';
 import type { ComponentHealth } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
 import type { GatewayMetrics, HttpRoute } from '../metrics/registry.js';
-import type { Logger } from '../shared/logger.js';
+import { sanitizeClientText, type Logger } from '../shared/logger.js';
 import { errorMiddleware, sendError } from './error-middleware.js';
-import { isAuthorized, requireApiKey } from './middleware/auth.js';
+import { isAuthorized, requireAdminKey, requireApiKey } from './middleware/auth.js';
 import { receiveBody } from './receive-body.js';
 import { contextOf, openRequestContext, requestContext, type RequestContext } from './middleware/request-context.js';
 import { serveDispatch } from './serve-dispatch.js';
@@ -68,6 +68,11 @@ export function createApp(deps: AppDeps): RequestListener {
   const app = createExpressApp(deps);
   const rootLogger = () => logger;
   return (req: IncomingMessage, res: ServerResponse) => {
+    // node:http's own check answers a bare 400; this one answers in the OpenAI shape.
+    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
+      res.setHeader('connection', 'close');
+      return sendError(res, new InvalidRequestError('an HTTP/1.1 request needs a Host header', null, 'missing_host'), rootLogger);
+    }
     if (req.method !== 'POST') return app(req, res);
     const url = req.url ?? '';
     const queryAt = url.indexOf('?');
@@ -84,12 +89,17 @@ export function createApp(deps: AppDeps): RequestListener {
     const current = config();
     // An unread body is left to node:http, as it is on the Express path.
     if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return sendDispatchError(res, context, new AuthenticationError(), rootLogger);
+    // The body is read and rewritten as plain JSON: an encoding it was sent in cannot be honoured.
+    const encoding = req.headers['content-encoding'];
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+      return sendDispatchError(res, context, new UnsupportedContentEncodingError(sanitizeClientText(encoding, 40)), rootLogger);
+    }
     receiveBody(
       req,
       res,
       current.limits.maxBodyBytes,
       (body) =>
-        serveDispatch(failover, endpoint, req, res, context, body, current.limits).catch((err: unknown) =>
+        serveDispatch(failover, endpoint, req, res, context, body, current).catch((err: unknown) =>
           sendDispatchError(res, context, err, () => context.logger),
         ),
       (error) => sendDispatchError(res, context, error, () => context.logger),
@@ -117,7 +127,7 @@ function createExpressApp(deps: AppDeps): express.Express {
 
   const auth = requireApiKey(() => config().apiKeyDigests);
   app.get('/v1/models', auth, modelsRoute(config, fleet, Date.now()));
-  app.get('/admin/candidates', auth, adminCandidatesRoute(config, fleet, breakers, deps.breakerOrigin));
+  app.get('/admin/candidates', requireAdminKey(config), adminCandidatesRoute(config, fleet, breakers, deps.breakerOrigin));
   app.get('/upstream/:model/*rest', auth, async (req: Request, res: Response) => {
     const context = contextOf(res);
     context.route = 'upstream';

@@ -1,7 +1,10 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { DispatchRequest, Failover } from '../dispatch/failover.js';
 import { RequestBody } from '../dispatch/request-body.js';
-import { scanRequest, scanRequestInSlices, syncScanBytes, type RequestFields, type ScanLimits } from '../dispatch/request-scanner.js';
+import { scanRequest, scanRequestInSlices, syncScanBytes, type RequestFields } from '../dispatch/request-scanner.js';
+import type { Config } from '../config/load.js';
+import { forwardedClient, type ForwardedClient } from '../upstream/forward-headers.js';
+import type { BlockList } from 'node:net';
 import { sanitizeClientText, type Logger } from '../shared/logger.js';
 import type { RequestContext } from './middleware/request-context.js';
 
@@ -14,6 +17,7 @@ import type { RequestContext } from './middleware/request-context.js';
 class ClientDispatchRequest implements DispatchRequest {
   readonly headers: IncomingHttpHeaders;
   readonly source: string | null;
+  readonly forwarded: ForwardedClient;
 
   constructor(
     readonly endpoint: string,
@@ -23,8 +27,10 @@ class ClientDispatchRequest implements DispatchRequest {
     readonly requiredContext: number,
     req: IncomingMessage,
     readonly client: RequestContext,
+    trustedProxies: BlockList,
   ) {
     this.headers = req.headers;
+    this.forwarded = forwardedClient(req.headers, req.socket.remoteAddress, trustedProxies);
     const source = req.headers['x-boo-source'];
     this.source = typeof source === 'string' ? sanitizeClientText(source) : null;
   }
@@ -54,9 +60,10 @@ export async function serveDispatch(
   res: ServerResponse,
   context: RequestContext,
   raw: Buffer,
-  limits: ScanLimits,
+  config: Config,
 ): Promise<void> {
+  const { limits } = config;
   const fields: RequestFields = raw.length <= syncScanBytes ? scanRequest(raw, limits) : await scanRequestInSlices(raw, limits);
   const body = new RequestBody(raw, fields.model, fields.modelSpan);
-  await failover.serve(new ClientDispatchRequest(endpoint, fields.model, fields.stream, body, fields.requiredContext, req, context), res);
+  await failover.serve(new ClientDispatchRequest(endpoint, fields.model, fields.stream, body, fields.requiredContext, req, context, config.trustedProxies), res);
 }

@@ -40,6 +40,11 @@ describe('selectTargets', () => {
     expect(selectTargets([candidate('a/m', { healthy: false })], policy()).targets).toEqual([]);
   });
 
+  it('returns nothing, without failing, when every provider is unhealthy and context sizes are known', () => {
+    const selection = selectTargets([candidate('a/m', { healthy: false, contextSize: 4096 })], policy({ requiredContext: 100 }));
+    expect(selection).toEqual({ targets: [], panic: false });
+  });
+
   it('keeps half-open candidates in rotation so one probe can go through', () => {
     expect(ids(selectTargets([candidate('a/m', { breaker: 'halfOpen' }), candidate('b/m')], policy()))).toEqual(['a/m', 'b/m']);
   });

@@ -76,7 +76,7 @@ function orderByStrategy(candidates: CandidateView[], policy: SelectionPolicy): 
 }
 
 function fitContext(candidates: CandidateView[], required: number | undefined): CandidateView[] {
-  if (required === undefined) return candidates;
+  if (required === undefined || candidates.length === 0) return candidates;
   const fitting = candidates.filter((candidate) => candidate.contextSize === undefined || candidate.contextSize >= required);
   if (fitting.length > 0) return fitting;
   // Nothing is big enough: the largest window is the best chance, better than refusing.

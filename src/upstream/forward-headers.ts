@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { isIP, type BlockList } from 'node:net';
 
 const hopByHop = [
   'connection',
@@ -13,10 +14,31 @@ const hopByHop = [
 ];
 
 /**
- * Not forwarded towards the upstream: hop-by-hop headers, and those the gateway sets itself
- * whatever the client sent. One set per direction: a lookup per header, not one per list.
+ * Not forwarded towards the upstream: hop-by-hop headers; those the gateway sets itself
+ * whatever the client sent (the body is rewritten as plain JSON, hence no `content-encoding`);
+ * the client's credentials (`authorization`, `cookie`); and claims about the client's address
+ * that only the gateway may make (`x-forwarded-*`, `forwarded`, `x-real-ip`). One set per
+ * direction: a lookup per header, not one per list.
  */
-const droppedUpstream = new Set([...hopByHop, 'host', 'content-length', 'authorization', 'expect', 'accept-encoding', 'x-request-id']);
+const droppedUpstream = new Set([
+  ...hopByHop,
+  'host',
+  'content-length',
+  'content-encoding',
+  'authorization',
+  'cookie',
+  'expect',
+  'accept-encoding',
+  'x-request-id',
+  'forwarded',
+  'x-real-ip',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-forwarded-server',
+]);
 
 /**
  * Not forwarded towards the client: hop-by-hop headers, those the gateway sets itself, and, as
@@ -49,24 +71,48 @@ function copyEndToEnd(headers: IncomingHttpHeaders, dropped: ReadonlySet<string>
   // for..in rather than Object.entries: no array of pairs per request (header objects carry no inherited enumerables).
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || dropped.has(name) || listed?.has(name) || name.startsWith('proxy-')) continue;
+    if (value === undefined || dropped.has(name) || listed?.has(name) || name.startsWith('proxy-') || name.startsWith('x-forwarded-')) continue;
     out[name] = value;
   }
   return out;
 }
 
+/** Who the client is, as the upstream is told in `X-Forwarded-For` and `X-Forwarded-Proto`. */
+export interface ForwardedClient {
+  readonly forwardedFor: string;
+  readonly forwardedProto: string;
+}
+
 /**
  * The client's headers as the upstream gets them: hop-by-hop headers (and those `Connection`
- * lists) dropped, the client's `Authorization` never forwarded, `X-Boo-Source` kept unchanged.
- * The provider key and request id are added per attempt.
+ * lists) dropped, the client's credentials and forwarding claims never forwarded, `X-Boo-Source`
+ * kept unchanged, `X-Forwarded-For`/`-Proto` set by the gateway. The provider key is added per attempt.
  */
-export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, requestId: string): OutgoingHttpHeaders {
+export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, requestId: string, client: ForwardedClient): OutgoingHttpHeaders {
   const headers = copyEndToEnd(clientHeaders, droppedUpstream);
   headers['x-request-id'] = requestId;
+  headers['x-forwarded-for'] = client.forwardedFor;
+  headers['x-forwarded-proto'] = client.forwardedProto;
   // Identity so the relayed bytes can be read for usage and stay what the client negotiated.
   headers['accept-encoding'] = 'identity';
   headers['content-type'] = 'application/json';
   return headers;
+}
+
+/**
+ * What the upstream is told of a client at `peer` (the socket's address). A trusted proxy's own
+ * `X-Forwarded-For` is extended with the peer, as nginx's `$proxy_add_x_forwarded_for` does, and
+ * its `X-Forwarded-Proto` kept; anyone else's are replaced, so a client cannot pose as another.
+ */
+export function forwardedClient(clientHeaders: IncomingHttpHeaders, peer: string | undefined, trustedProxies: BlockList): ForwardedClient {
+  const address = peer === undefined ? 'unknown' : peer.startsWith('::ffff:') && isIP(peer.slice(7)) === 4 ? peer.slice(7) : peer;
+  if (peer === undefined || !trustedProxies.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')) return { forwardedFor: address, forwardedProto: 'http' };
+  const chain = clientHeaders['x-forwarded-for'];
+  const proto = clientHeaders['x-forwarded-proto'];
+  return {
+    forwardedFor: typeof chain === 'string' && chain !== '' ? `${chain}, ${address}` : address,
+    forwardedProto: proto === 'https' || proto === 'http' ? proto : 'http',
+  };
 }
 
 /** The upstream answer's headers as the client gets them: hop-by-hop headers, `Date` and `Server` dropped. */

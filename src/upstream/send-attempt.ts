@@ -6,9 +6,13 @@ import type { AttemptOutcome } from '../events/dispatch-event.js';
 import { errorMessage } from '../shared/error-message.js';
 import { FirstByteTimeoutError, TotalTimeoutError, AttemptClock } from './attempt-clock.js';
 
-/** Statuses that say "another candidate may do better" (SPEC §5); every other 4xx is the client's. */
+/**
+ * Statuses that say "another candidate may do better"; every other 4xx is the client's. A 401
+ * or 403 is the provider refusing the gateway's own key (the client's key never goes upstream):
+ * a provider fault, never relayed, lest its text (a masked provider key) reach the client.
+ */
 export function isFailoverStatus(status: number): boolean {
-  return status >= 500 || status === 408 || status === 409 || status === 429 || status === 404;
+  return status >= 500 || status === 408 || status === 409 || status === 429 || status === 404 || status === 401 || status === 403;
 }
 
 /** An attempt that failed before its first body byte: the dispatcher fails over. */
@@ -69,6 +73,8 @@ export interface AttemptRequest {
   readonly headers: OutgoingHttpHeaders;
   readonly body: Buffer | undefined;
   readonly timeouts: Timeouts;
+  /** How long the client may leave relayed bytes unread before the exchange is given up as its fault. */
+  readonly clientWriteTimeoutMs: number;
   readonly client: ClientConnection;
   readonly now: () => number;
 }
@@ -167,7 +173,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
     private readonly rejectAttempt: (failure: AttemptFailedError) => void,
   ) {
     this.startedAt = request.now();
-    this.clock = new AttemptClock((reason) => this.abort(reason), request.timeouts);
+    this.clock = new AttemptClock((reason) => this.abort(reason), request.timeouts, request.clientWriteTimeoutMs);
     this.unsubscribe = request.client.onGone(() => this.abort(new ClientClosedError()));
   }
 
@@ -289,7 +295,10 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
   private forward(chunk: Buffer): void {
     const { out, observe } = this.relay!;
     observe(chunk);
-    if (!out.write(chunk)) this.controller?.pause();
+    if (!out.write(chunk)) {
+      this.controller?.pause();
+      this.clock.clientStalled();
+    }
   }
 
   // The idle budget does not run against a client that is slow to read.

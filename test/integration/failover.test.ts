@@ -18,6 +18,8 @@ describe('POST /v1/chat/completions failover (SPEC §5)', () => {
     ['409', { kind: 'status', status: 409 }],
     ['429', { kind: 'status', status: 429 }],
     ['404', { kind: 'status', status: 404 }],
+    ['401 (the provider refused the gateway\'s key)', { kind: 'status', status: 401 }],
+    ['403', { kind: 'status', status: 403 }],
     ['a 200 whose body breaks before the first byte', { kind: 'closeBeforeFirstChunk' }],
   ];
 
@@ -68,7 +70,7 @@ describe('POST /v1/chat/completions failover (SPEC §5)', () => {
     }
   });
 
-  const nonTriggers = [400, 401, 403, 413, 422];
+  const nonTriggers = [400, 413, 422];
   it.each(nonTriggers)('passes an upstream %i back to the client without failing over', async (status) => {
     t.fleet.a.script({ kind: 'status', status, body: { error: { message: `upstream says ${status}`, type: 'invalid_request_error', code: 'x' } } });
     const error = await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).catch((err: unknown) => err);

@@ -50,7 +50,7 @@ describe('streaming through the gateway', () => {
     })().catch((err: unknown) => err);
     expect(text).toBe('tok0 tok1 tok2 ');
     expect(error).toBeInstanceOf(OpenAI.APIError);
-    expect(String((error as Error).message)).toMatch(/upstream/);
+    expect(String((error as Error).message)).toMatch(/a\/m1/);
     expect(t.fleet.b.dispatched()).toHaveLength(0);
     await waitFor(() => t.gateway.sink.events.length === 1);
     expect(t.gateway.sink.events[0]).toMatchObject({ status: 'stream_error', chosen_provider_id: 'a', candidates_tried: ['a/m1'] });
@@ -66,7 +66,7 @@ describe('streaming through the gateway', () => {
     const text = await response.body.text();
     expect(response.statusCode).toBe(200);
     const events = text.split('\n\n').filter(Boolean);
-    expect(events.at(-1)).toMatch(/^data: \{"error":\{"message":"upstream sent nothing for 300 ms","type":"api_error","param":null,"code":"stream_error"\}\}$/);
+    expect(events.at(-1)).toMatch(/^data: \{"error":\{"message":"a\/m1: upstream sent nothing for 300 ms","type":"api_error","param":null,"code":"stream_error"\}\}$/);
     expect(text).not.toContain('[DONE]');
   });
 

@@ -44,6 +44,10 @@ export type Reply =
       firstChunkDelayMs?: number;
       /** Destroy the socket after this many content chunks. */
       breakAfter?: number;
+      /** With `breakAfter`: send the first half of the next event's bytes before the break (an upstream dying mid-write). */
+      breakMidEvent?: boolean;
+      /** Pad each content chunk's text to at least this many bytes (to fill socket buffers quickly). */
+      chunkBytes?: number;
       /** Stop sending after this many content chunks but keep the socket open. */
       stallAfter?: number;
       /** Sent in the final chunk; default `{ prompt_tokens: 7, completion_tokens: chunks }`; null omits it. */
@@ -58,6 +62,8 @@ export interface ReceivedRequest {
   headers: http.IncomingHttpHeaders;
   /** Parsed JSON when the body is JSON, else the raw text; undefined when there was no body. */
   body: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- tests read arbitrary fields of the bodies they sent
+  /** The body's bytes as received; undefined when there was no body. */
+  rawBody: Buffer | undefined;
   /** True when the client closed or aborted before the response finished (not when the fake itself cut it). */
   aborted: boolean;
   /** Date.now() when the request arrived. */
@@ -85,6 +91,8 @@ export interface FakeProviderOptions {
   name?: string;
   /** Port to listen on; default 0 (a free one). */
   port?: number;
+  /** When set, every request must carry `Authorization: Bearer <apiKey>`; others get 401 (as llama-swap's apiKeys). */
+  apiKey?: string;
   /** Address to listen on; default 127.0.0.1 (0.0.0.0 in containers). */
   host?: string;
   /**
@@ -280,6 +288,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       firstChunkDelayMs?: number | undefined;
       chunkDelayMs?: number | undefined;
       breakAfter?: number | undefined;
+      breakMidEvent?: boolean | undefined;
       stallAfter?: number | undefined;
       usage: Usage | null;
       headers?: Record<string, string> | undefined;
@@ -288,7 +297,13 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     const id = `chatcmpl-${name}-${++idCounter}`;
     startSse(exchange, plan.headers);
     for (let i = 0; i < pieces.length; i += 1) {
-      if (plan.breakAfter === i) return cut(exchange);
+      if (plan.breakAfter === i) {
+        if (plan.breakMidEvent) {
+          const event = chunkEvent(endpoint, id, model, pieces[i] ?? '', i === 0);
+          write(exchange, event.slice(0, Math.floor(event.length / 2)));
+        }
+        return cut(exchange);
+      }
       if (plan.stallAfter === i) return;
       if (!(await sleep(i === 0 ? plan.firstChunkDelayMs : plan.chunkDelayMs, exchange.signal))) return;
       write(exchange, chunkEvent(endpoint, id, model, pieces[i] ?? '', i === 0));
@@ -369,11 +384,12 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
           exchange,
           endpoint,
           model,
-          Array.from({ length: reply.chunks }, (_, i) => `tok${i} `),
+          Array.from({ length: reply.chunks }, (_, i) => `tok${i} `.padEnd(reply.chunkBytes ?? 0, '.')),
           {
             firstChunkDelayMs: reply.firstChunkDelayMs,
             chunkDelayMs: reply.chunkDelayMs,
             breakAfter: reply.breakAfter,
+            breakMidEvent: reply.breakMidEvent,
             stallAfter: reply.stallAfter,
             usage: reply.usage === undefined ? { prompt_tokens: 7, completion_tokens: reply.chunks } : reply.usage,
           },
@@ -441,22 +457,26 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     };
   }
 
-  async function readBody(req: http.IncomingMessage): Promise<unknown> {
+  async function readBody(req: http.IncomingMessage, record: ReceivedRequest): Promise<void> {
     const parts: Buffer[] = [];
     for await (const part of req) parts.push(part as Buffer);
-    if (parts.length === 0) return undefined;
-    const text = Buffer.concat(parts).toString('utf8');
+    if (parts.length === 0) return;
+    record.rawBody = Buffer.concat(parts);
+    const text = record.rawBody.toString('utf8');
     try {
-      return JSON.parse(text) as unknown;
+      record.body = JSON.parse(text) as unknown;
     } catch {
-      return text;
+      record.body = text;
     }
   }
 
   async function handle(exchange: Exchange): Promise<void> {
     const { req, record } = exchange;
-    record.body = await readBody(req);
+    await readBody(req, record);
     const { method, path } = record;
+    if (options.apiKey !== undefined && req.headers.authorization !== `Bearer ${options.apiKey}`) {
+      return sendJson(exchange, 401, errorBody('Invalid API key', 'authentication_error', 'invalid_api_key'));
+    }
 
     const endpoint = method === 'POST' ? dispatchPaths[path] : undefined;
     if (endpoint) {
@@ -512,6 +532,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       path: new URL(req.url ?? '/', 'http://fake').pathname,
       headers: req.headers,
       body: undefined,
+      rawBody: undefined,
       aborted: false,
       receivedAt: Date.now(),
       bytesWritten: 0,

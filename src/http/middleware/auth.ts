@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import { digestApiKey } from '../../config/load.js';
-import { AuthenticationError } from '../../errors.js';
+import { AuthenticationError, PermissionDeniedError } from '../../errors.js';
 
 /**
  * Digests of keys that were accepted, by key: a client sends the same key on every request, and
@@ -30,11 +30,30 @@ export function isAcceptedKey(key: string, acceptedDigests: readonly Buffer[]): 
 
 const bearer = /^Bearer\s+(\S+)\s*$/i;
 
+function bearerKey(header: string | undefined): string | undefined {
+  return typeof header === 'string' ? bearer.exec(header)?.[1] : undefined;
+}
+
 /** True when auth is off (no digests) or the `Authorization` header carries an accepted bearer key. */
 export function isAuthorized(header: string | undefined, acceptedDigests: readonly Buffer[]): boolean {
   if (acceptedDigests.length === 0) return true;
-  const match = typeof header === 'string' ? bearer.exec(header) : null;
-  return match?.[1] !== undefined && isAcceptedKey(match[1], acceptedDigests);
+  const key = bearerKey(header);
+  return key !== undefined && isAcceptedKey(key, acceptedDigests);
+}
+
+/**
+ * `/admin/*` needs an admin key (`auth.adminKeys`) whenever any key is configured: without a
+ * valid key 401, with a client key 403. With no keys at all auth is off, as everywhere.
+ */
+export function requireAdminKey(keys: () => { apiKeyDigests: readonly Buffer[]; adminKeyDigests: readonly Buffer[] }) {
+  return (req: Request, _res: Response, next: NextFunction): void => {
+    const { apiKeyDigests, adminKeyDigests } = keys();
+    if (apiKeyDigests.length === 0) return next();
+    const key = bearerKey(req.headers.authorization);
+    if (key === undefined || !isAcceptedKey(key, apiKeyDigests)) return next(new AuthenticationError());
+    if (adminKeyDigests.length > 0 && isAcceptedKey(key, adminKeyDigests)) return next();
+    next(new PermissionDeniedError('this key may not read /admin; an admin key (auth.adminKeys) is needed'));
+  };
 }
 
 /** Bearer-key check against `auth.apiKeys`; lets everything through when none are configured. */
