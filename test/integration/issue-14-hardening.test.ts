@@ -384,3 +384,34 @@ describe('issue 14: streams', () => {
     expect(gateway.breakers.position('a/m1')).toBe('closed');
   });
 });
+
+describe('issue 14: the llama-swap pass-through behind a provider key', () => {
+  let fleet: Fleet<'a'>;
+  let gateway: TestGateway;
+
+  beforeAll(async () => {
+    fleet = await startFakeFleet({ a: { name: 'a', type: 'llama-swap', loaded: ['m1'], apiKey: 'sk-provider' } });
+    gateway = await startTestGateway(
+      fleetConfigDocument(fleet, { a: 'llama-swap' }, {
+        providers: { a: { baseUrl: fleet.a.url, type: 'llama-swap', apiKeyEnv: 'PROVIDER_KEY' } },
+        virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
+      }),
+      { env: { PROVIDER_KEY: 'sk-provider' } },
+    );
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await fleet?.closeAll();
+  });
+
+  it('asks /running with the provider key, and reads props from the loaded model', async () => {
+    const response = await request(`${gateway.url}/upstream/auto:chat/props`);
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['x-boo-cache']).toBe('miss');
+    await response.body.json();
+    const running = fleet.a.received.filter((received) => received.path === '/running');
+    expect(running.length).toBeGreaterThan(0);
+    for (const asked of running) expect(asked.headers.authorization).toBe('Bearer sk-provider');
+    expect(fleet.a.swaps).toBe(0);
+  });
+});
