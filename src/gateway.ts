@@ -25,7 +25,7 @@ export interface GatewayOptions {
   readonly host: string;
   /** Builds the event sink once metrics exist (the sink counts into them). */
   readonly createSink: (metrics: GatewayMetrics, register: Registry) => Promise<EventSink> | EventSink;
-  /** How long in-flight requests may run on after SIGTERM before their sockets are cut. */
+  /** How long in-flight requests may run on at shutdown before their sockets are cut; default `shutdown.drainMs`. */
   readonly drainTimeoutMs?: number;
   /** Start the periodic health checks (tests of routing switch them off to script the fleet). */
   readonly healthChecks?: boolean;
@@ -45,8 +45,12 @@ export interface Gateway {
   config(): Config;
   /** Applies a new, already validated config without dropping requests in flight. */
   reload(config: Config): void;
-  /** Stops accepting, lets in-flight requests finish (bounded), flushes events. Idempotent. */
-  close(): Promise<void>;
+  /**
+   * Shuts down: reports not-ready at once and keeps accepting for `graceMs` (so a load balancer
+   * takes this replica out first), then stops accepting, lets in-flight requests finish
+   * (bounded), flushes events. Idempotent.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 const clientErrorStatus: Record<string, [number, string]> = {
@@ -110,6 +114,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     metrics.redisUp.set(redis === 'ok' ? 1 : 0);
     return { ...sinkHealth, redis };
   };
+  let draining = false;
   const app = createApp({
     config: getConfig,
     fleet,
@@ -121,6 +126,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     logger,
     health,
     breakerOrigin: (candidate) => breakers.origin(candidate),
+    draining: () => draining,
   });
   const server = createServer(
     {
@@ -152,11 +158,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   else if (config.adminKeyDigests.length === 0) logger.warn('auth.adminKeys is empty: /admin/* answers 403 to every key');
 
   let closing: Promise<void> | undefined;
-  const close = () => {
+  const close = (graceMs = 0) => {
     closing ??= (async () => {
+      draining = true;
+      if (graceMs > 0) {
+        logger.info({ graceMs }, 'shutting down: not ready, still accepting for the grace period');
+        await new Promise((resolve) => setTimeout(resolve, graceMs));
+      }
       const drained = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      const timeout = options.drainTimeoutMs ?? 30_000;
+      const timeout = options.drainTimeoutMs ?? config.shutdown.drainMs;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, timeout)))]);
       clearTimeout(timer);

@@ -53,12 +53,16 @@ async function main(): Promise<void> {
   }).on('error', (err) => logger.warn({ err: err.message }, 'cannot watch the config file; SIGHUP still reloads'));
 
   const shutdown = (signal: string) => {
-    logger.info({ signal }, 'shutting down: draining in-flight requests');
+    // SIGTERM comes from an orchestrator, whose load balancer needs the grace period to take this
+    // replica out; SIGINT from someone at a terminal, who wants it to stop now.
+    const { graceMs, drainMs } = gateway.config().shutdown;
+    const grace = signal === 'SIGTERM' ? graceMs : 0;
+    logger.info({ signal, graceMs: grace, drainMs }, 'shutting down');
     setTimeout(() => {
       logger.error('shutdown took too long; exiting');
       process.exit(1);
-    }, 45_000).unref();
-    gateway.close().then(
+    }, grace + drainMs + 15_000).unref();
+    gateway.close(grace).then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error({ err }, 'error during shutdown');

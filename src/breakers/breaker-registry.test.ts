@@ -102,11 +102,25 @@ describe('BreakerRegistry', () => {
       expect(registry.origin('p/m')).toBe('local');
     });
 
-    it('runs a forced (panic) attempt on an open breaker and closes it on success', async () => {
+    it('runs a forced (panic) attempt on an open breaker without changing it: only the probe decides', async () => {
+      const registry = create();
+      registry.coordinateProbes();
+      const verdicts = record(registry, 'verdict');
+      const outcomes = record(registry, 'outcome');
+      registry.open('p/m');
+      expect(await registry.run('p/m', () => Promise.resolve('served'), true)).toBe('served');
+      expect(await outcome(registry.run('p/m', () => Promise.reject(failure), true))).toBe('failed');
+      expect(registry.position('p/m')).toBe('open');
+      expect(verdicts).toEqual([]);
+      expect(outcomes).toEqual([]);
+    });
+
+    it('lets a panic attempt that meets this replica\'s probe permit be the probe', async () => {
       const registry = create();
       registry.coordinateProbes();
       const verdicts = record(registry, 'verdict');
       registry.open('p/m');
+      registry.permitProbe('p/m');
       expect(await registry.run('p/m', () => Promise.resolve('served'), true)).toBe('served');
       expect(registry.position('p/m')).toBe('closed');
       expect(verdicts).toEqual([{ candidate: 'p/m', healthy: true }]);

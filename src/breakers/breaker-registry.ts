@@ -140,7 +140,15 @@ export class BreakerRegistry extends EventEmitter<BreakerEvents> {
   /**
    * Runs an attempt through the candidate's breaker. Resolves with the attempt's value; rejects
    * with its error, or with a refusal ({@link isRejection}) when the breaker is open (then nothing
-   * was sent). `force` runs it even when open (the panic case): success then closes the breaker.
+   * was sent).
+   *
+   * `force` runs it even when open: the panic case, where every candidate of a virtual model is
+   * open and one is tried anyway. A panic attempt serves its request and changes no breaker: its
+   * success closes nothing and its failure is not counted. Only the probe decides, after the
+   * reset time, on the one replica that holds the probe (docs/architecture.md, "Circuit
+   * breakers"); a panic attempt that meets this replica's own probe permit is that probe.
+   * Otherwise a flaky candidate's one lucky answer would close its breaker on every replica at
+   * once, skipping the reset time and the single probe.
    */
   async run<T>(candidate: string, attempt: Attempt<T>, force = false): Promise<T> {
     const entry = this.entry(candidate);
@@ -149,15 +157,7 @@ export class BreakerRegistry extends EventEmitter<BreakerEvents> {
       if (entry.permit) return this.probe(candidate, entry, attempt);
       if (!force) throw new ProbeNotPermittedError(`breaker of ${candidate} is open`);
     }
-    if (force && (breaker.opened || (this.coordinated && !breaker.closed))) {
-      const value = await attempt();
-      this.apply(candidate, entry, 'local', () => {
-        entry.permit = false;
-        breaker.close();
-      });
-      this.emit('verdict', { candidate, healthy: true });
-      return value;
-    }
+    if (force && (breaker.opened || (this.coordinated && !breaker.closed))) return attempt();
     const wasClosed = breaker.closed;
     try {
       const value = (await breaker.fire(attempt)) as T;

@@ -49,6 +49,7 @@ export interface Config {
   /** Peers whose forwarding headers are believed (see `trustedProxies`). */
   readonly trustedProxies: BlockList;
   readonly limits: ConfigFile['limits'];
+  readonly shutdown: ConfigFile['shutdown'];
   readonly events: ConfigFile['events'];
 }
 
@@ -177,6 +178,7 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
     adminKeyDigests: file.auth.adminKeys.map(digestOfHex),
     trustedProxies: blockListOf(file.trustedProxies),
     limits: file.limits,
+    shutdown: file.shutdown,
     events: file.events,
   });
 }

@@ -108,6 +108,17 @@ export const configFileSchema = z
         maxJsonDepth: z.number().int().min(2).max(1_000).default(64),
       })
       .prefault({}),
+    shutdown: z
+      .strictObject({
+        /**
+         * On SIGTERM: how long the gateway reports not-ready on /readyz while it still accepts
+         * requests, so that a load balancer takes it out before it stops listening.
+         */
+        graceMs: z.number().int().min(0).default(5_000),
+        /** Then: how long requests in flight (long streams) may run on before their sockets are cut. */
+        drainMs: positiveMs.default(30_000),
+      })
+      .prefault({}),
     events: z
       .strictObject({
         /** Events held in memory on their way to the queue or the in-process writer. */

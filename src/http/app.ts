@@ -30,6 +30,8 @@ export interface AppDeps {
   readonly logger: Logger;
   readonly health: () => { redis: ComponentHealth; database: ComponentHealth };
   readonly breakerOrigin: BreakerOrigin;
+  /** True once a shutdown began: /readyz answers 503. */
+  readonly draining: () => boolean;
 }
 
 /**
@@ -122,7 +124,7 @@ function createExpressApp(deps: AppDeps): express.Express {
 
   app.use(requestContext(logger, metrics));
   app.get('/healthz', healthzRoute());
-  app.get('/readyz', readyzRoute(deps.health));
+  app.get('/readyz', readyzRoute(deps.health, deps.draining));
   app.get('/metrics', metricsRoute(register, () => void deps.health()));
 
   const auth = requireApiKey(() => config().apiKeyDigests);

@@ -80,8 +80,11 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     // Its own announcement, echoed back, would have made the origin remote.
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(one.breakers.origin('p/m')).toBe('local');
-    // A forced (panic) attempt's success is a verdict: it closes the breaker everywhere.
+    // A probe's success is a verdict: it closes the breaker everywhere (a panic attempt's is not).
     await one.breakers.run('p/m', () => Promise.resolve('ok'), true);
+    expect(two.breakers.position('p/m')).toBe('open');
+    one.breakers.permitProbe('p/m');
+    await one.breakers.run('p/m', () => Promise.resolve('ok'));
     await waitFor(() => two.breakers.position('p/m') === 'closed', 2_000, 'two to close');
     expect(seenByOne).toEqual(['open/local', 'closed/local']);
   });

@@ -15,11 +15,16 @@ export function healthzRoute() {
   };
 }
 
-/** GET /readyz: config is loaded; reports the backing services without failing on them. */
-export function readyzRoute(health: () => { redis: ComponentHealth; database: ComponentHealth }) {
+/**
+ * GET /readyz: 200 once config is loaded, reporting the backing services without failing on
+ * them; 503 `draining` from the moment a shutdown began, so a load balancer stops sending here
+ * while the gateway still accepts what is already on its way.
+ */
+export function readyzRoute(health: () => { redis: ComponentHealth; database: ComponentHealth }, draining: () => boolean) {
   return (_req: Request, res: Response): void => {
     contextOf(res).route = 'readyz';
-    res.json({ status: 'ready', ...health() });
+    if (draining()) res.status(503);
+    res.json({ status: draining() ? 'draining' : 'ready', ...health() });
   };
 }
 
