@@ -86,7 +86,7 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     one.breakers.permitProbe('p/m');
     await one.breakers.run('p/m', () => Promise.resolve('ok'));
     await waitFor(() => two.breakers.position('p/m') === 'closed', 2_000, 'two to close');
-    expect(seenByOne).toEqual(['open/local', 'closed/local']);
+    expect(seenByOne).toEqual(['open/local', 'halfOpen/local', 'closed/local']);
   });
 
   it('trips on the cluster-wide failure rate when no replica alone reaches the volume threshold', async () => {
