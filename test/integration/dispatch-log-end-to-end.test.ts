@@ -14,7 +14,7 @@ import { createEventSink } from '../../src/events/create-event-sink.js';
 import { startGateway, type Gateway } from '../../src/gateway.js';
 import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
-import { startFakeFleet } from '../support/fake-provider.js';
+import { startFakeFleet } from '../../simulator/fake-provider.js';
 import { fleetConfigDocument } from '../support/gateway-harness.js';
 import { countRows, testLogger } from '../support/pipeline-fixtures.js';
 import { createMigratedScratchDatabase } from '../support/scratch-database.js';

@@ -1,6 +1,6 @@
 import { APIError } from 'openai';
 import { describe, expect, it } from 'vitest';
-import type { Reply } from '../support/fake-provider.js';
+import type { Reply } from '../../simulator/fake-provider.js';
 import { useTwoCandidateGateway } from '../support/gateway-harness.js';
 import { waitFor } from '../support/wait-for.js';
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { request } from 'undici';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startFakeFleet } from '../support/fake-provider.js';
+import { startFakeFleet } from '../../simulator/fake-provider.js';
 import { rawPost, rawRequest } from '../support/raw-http.js';
 import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';
 import { waitFor } from '../support/wait-for.js';

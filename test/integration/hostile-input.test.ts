@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { connect } from 'node:net';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeFleet } from '../support/fake-provider.js';
+import { startFakeFleet } from '../../simulator/fake-provider.js';
 import { rawPost, rawRequest } from '../support/raw-http.js';
 import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';
 

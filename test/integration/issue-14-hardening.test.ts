@@ -8,7 +8,7 @@ import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/config/load.js';
-import { startFakeFleet, type FakeProvider } from '../support/fake-provider.js';
+import { startFakeFleet, type FakeProvider } from '../../simulator/fake-provider.js';
 import { topLevelMembers } from '../support/json-members.js';
 import { rawRequest } from '../support/raw-http.js';
 import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';

@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { startBooProcess, type RunningProcess } from '../support/processes.js';
-import { startFakeProvider, type FakeProvider } from '../support/fake-provider.js';
+import { startFakeProvider, type FakeProvider } from '../../simulator/fake-provider.js';
 import { freePort } from '../support/free-port.js';
 import { startPrometheus, type PrometheusServer } from '../support/prometheus-server.js';
 import {
@@ -19,7 +19,7 @@ import {
   type SourcedExpression,
 } from '../support/promql-expressions.js';
 import { createScratchDatabase } from '../support/scratch-database.js';
-import { generateTraffic, type TrafficSummary } from '../support/traffic-generator.js';
+import { generateTraffic, type TrafficSummary } from '../../simulator/traffic-generator.js';
 
 // SPEC §8 / issue 6: a real Prometheus scrapes a real gateway and a real worker while traffic
 // with failovers flows; every PromQL expression of the dashboard and of the alert rules must

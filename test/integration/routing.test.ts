@@ -1,7 +1,7 @@
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load.js';
-import { startFakeFleet } from '../support/fake-provider.js';
+import { startFakeFleet } from '../../simulator/fake-provider.js';
 import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';
 import { waitFor } from '../support/wait-for.js';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeProvider, type FakeProvider, type ReceivedRequest } from '../support/fake-provider.js';
+import { startFakeProvider, type FakeProvider, type ReceivedRequest } from '../../simulator/fake-provider.js';
 import { waitFor } from '../support/wait-for.js';
 import { entryPoints, startNodeProcess, type RunningProcess } from '../support/processes.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';

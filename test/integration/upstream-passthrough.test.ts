@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startFakeFleet } from '../support/fake-provider.js';
+import { startFakeFleet } from '../../simulator/fake-provider.js';
 import { rawRequest } from '../support/raw-http.js';
 import { fleetConfigDocument, startTestGateway, type TestGateway } from '../support/gateway-harness.js';
 

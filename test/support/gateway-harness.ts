@@ -5,7 +5,7 @@ import { startGateway, type Gateway } from '../../src/gateway.js';
 import { createLogger, type Logger } from '../../src/shared/logger.js';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
-import { startFakeFleet, type FakeProvider } from './fake-provider.js';
+import { startFakeFleet, type FakeProvider } from '../../simulator/fake-provider.js';
 
 /** An event sink that keeps what it is given, for assertions. */
 export interface RecordingSink extends EventSink {

@@ -18,9 +18,9 @@ import { startDemoFleet } from './demo-fleet.js';
 import type { FakeProvider } from './fake-provider.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** Repository root, whether this runs compiled (dist/test/support) or through tsx (test/support). */
-const twoUp = resolve(here, '../..');
-const root = basename(twoUp) === 'dist' ? dirname(twoUp) : twoUp;
+/** Repository root, whether this runs compiled (dist/simulator) or through tsx (simulator). */
+const oneUp = resolve(here, '..');
+const root = basename(oneUp) === 'dist' ? dirname(oneUp) : oneUp;
 
 const out = (line = ''): void => {
   process.stdout.write(`${line}\n`);

@@ -1,7 +1,7 @@
 /**
  * The demo's simulated fleet: two llama-swap hosts (gpu-b flaky: ~30% of dispatches fail before
  * the first byte, the rest are slow) and one OpenAI-compatible server. `npm run demo` starts it
- * beside a gateway; run on its own (`node dist/test/support/demo-fleet.js`) it is the compose
+ * beside a gateway; run on its own (`node dist/simulator/demo-fleet.js`) it is the compose
  * stack's `fleet` service, listening on FLEET_HOST (default 127.0.0.1) until SIGTERM.
  */
 import { pathToFileURL } from 'node:url';
