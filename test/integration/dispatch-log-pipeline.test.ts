@@ -15,8 +15,8 @@ import { freePort } from '../support/free-port.js';
 import { countRows, counterValue, createTestSink, testLogger } from '../support/pipeline-fixtures.js';
 import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
+import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
-const redisUrl = 'redis://127.0.0.1:6379';
 
 describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', () => {
   let scratch: Awaited<ReturnType<typeof createMigratedScratchDatabase>>;

@@ -8,9 +8,8 @@ import { buildConfig } from '../../src/config/load.js';
 import { FleetState } from '../../src/fleet/fleet-state.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { waitFor } from '../support/wait-for.js';
+import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
-// The machine's Redis, with a key prefix of this run's own.
-const redisUrl = 'redis://127.0.0.1:6379';
 const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
 const breakerSettings = { errorThresholdPercentage: 50, volumeThreshold: 4, rollingCountTimeoutMs: 10_000, resetTimeoutMs: 60_000 };
 const config = buildConfig(
