@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BreakerRegistry } from '../../src/breakers/breaker-registry.js';
+import type { WindowCounts } from '../../src/breakers/breaker-state-store.js';
 import { RedisBreakerStateStore } from '../../src/breakers/redis-breaker-state-store.js';
 import { SharedBreakers } from '../../src/breakers/shared-breakers.js';
 import { buildConfig } from '../../src/config/load.js';
@@ -18,6 +19,21 @@ const config = buildConfig(
   {},
 );
 
+/**
+ * The Redis store, keeping what every flush of attempt counts was answered. SharedBreakers judges
+ * the totals as soon as the answer arrives (in the same microtask run), so a test that sees them
+ * here knows the judgement is made.
+ */
+class CountedStore extends RedisBreakerStateStore {
+  readonly totals: WindowCounts[] = [];
+
+  override async addCounts(...args: Parameters<RedisBreakerStateStore['addCounts']>): Promise<WindowCounts> {
+    const totals = await super.addCounts(...args);
+    this.totals.push(totals);
+    return totals;
+  }
+}
+
 describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', () => {
   let prefix = '';
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -32,8 +48,8 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     await redis.quit();
   });
 
-  function store(): RedisBreakerStateStore {
-    const created = new RedisBreakerStateStore({ url: redisUrl, logger, keyPrefix: prefix });
+  function store(): CountedStore {
+    const created = new CountedStore({ url: redisUrl, logger, keyPrefix: prefix });
     cleanups.push(() => created.close());
     return created;
   }
@@ -41,13 +57,14 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
   async function replica(name: string) {
     const breakers = new BreakerRegistry(breakerSettings);
     const fleet = new FleetState();
-    const shared = new SharedBreakers({ breakers, store: store(), fleet, config: () => config, logger, replica: name, countFlushMs: 20 });
+    const counted = store();
+    const shared = new SharedBreakers({ breakers, store: counted, fleet, config: () => config, logger, replica: name, countFlushMs: 20 });
     cleanups.push(async () => {
       await shared.close();
       breakers.shutdown();
     });
     await shared.start();
-    return { breakers, fleet, shared };
+    return { breakers, fleet, shared, totals: counted.totals };
   }
 
   it('grants the probe lock once the window is due, to one claimant, until it is released or expires', async () => {
@@ -76,8 +93,10 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     one.breakers.trip('p/m');
     await waitFor(() => two.breakers.position('p/m') === 'open', 2_000, 'two to open');
     expect(two.breakers.origin('p/m')).toBe('remote');
-    // Its own announcement, echoed back, would have made the origin remote.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Pub/sub delivers in publish order: once a later announcement of two's reaches one, its own
+    // (which, echoed back, would have made the origin remote) would have reached it before.
+    two.fleet.coolDown('p/marker', Date.now() + 60_000);
+    await waitFor(() => one.fleet.isCoolingDown('p/marker'), 2_000, 'one to hear from two');
     expect(one.breakers.origin('p/m')).toBe('local');
     // A forced (panic) attempt's success is a verdict: it closes the breaker everywhere.
     await one.breakers.run('p/m', () => Promise.resolve('ok'), true);
@@ -94,7 +113,9 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
       await breakers.run('p/m', () => Promise.resolve('ok'));
       await breakers.run('p/m', () => Promise.reject(failure)).catch(() => undefined);
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Both replicas have been told the cluster-wide totals (4 fires, 2 failures) and judged them.
+    await waitFor(() => one.totals.length > 0 && two.totals.length > 0 && [...one.totals, ...two.totals].some((totals) => totals.fires === 4), 2_000, 'both flushes');
+    expect([...one.totals, ...two.totals].find((totals) => totals.fires === 4)).toEqual({ fires: 4, failures: 2 });
     expect([one.breakers.position('p/m'), two.breakers.position('p/m')]).toEqual(['closed', 'closed']);
     // One more failure: 3 of 5 in the cluster is over 50% with volume reached.
     await one.breakers.run('p/m', () => Promise.reject(failure)).catch(() => undefined);
