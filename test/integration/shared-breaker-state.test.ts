@@ -8,6 +8,7 @@ import { SharedBreakers } from '../../src/breakers/shared-breakers.js';
 import { buildConfig } from '../../src/config/load.js';
 import { FleetState } from '../../src/fleet/fleet-state.js';
 import { createLogger } from '../../src/shared/logger.js';
+import { describeBreakerStateStoreContract } from '../support/breaker-state-store-contract.js';
 import { waitFor } from '../support/wait-for.js';
 import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
@@ -67,24 +68,6 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     return { breakers, fleet, shared, totals: counted.totals };
   }
 
-  it('grants the probe lock once the window is due, to one claimant, until it is released or expires', async () => {
-    const first = store();
-    const second = store();
-    const listener = { message: () => {}, availability: () => {} };
-    await Promise.all([first.start(listener, 2_000), second.start(listener, 2_000)]);
-    const now = Date.now();
-    await first.publishOpen({ candidate: 'p/m', openedAt: now, until: now + 1_000, replica: 'one' }, { graceMs: 1_000 });
-    expect(await first.claimProbe('p/m', 'one', now, 500)).toEqual({ granted: false, dueAt: now + 1_000 });
-    expect(await first.claimProbe('p/m', 'one', now + 1_000, 300)).toEqual({ granted: true });
-    expect(await second.claimProbe('p/m', 'two', now + 1_000, 300)).toEqual({ granted: false, dueAt: undefined });
-    expect(await second.renewProbe('p/m', 'two', 300)).toBe(false);
-    expect(await first.renewProbe('p/m', 'one', 300)).toBe(true);
-    await waitFor(async () => (await second.claimProbe('p/m', 'two', Date.now() + 1_000, 300)).granted, 2_000, 'the lock to expire');
-    // A record with a later reset time is kept when an older one is pushed after an outage.
-    expect(await second.publishOpen({ candidate: 'p/m', openedAt: now, until: now + 500, replica: 'two' }, { graceMs: 1_000, onlyIfNewer: true })).toBe(false);
-    expect((await second.snapshot()).open).toEqual([{ candidate: 'p/m', openedAt: now, until: now + 1_000, replica: 'one' }]);
-  });
-
   it('opens the breaker of the other replica on a trip, and closes it on a verdict, without echoing its own announcements', async () => {
     const one = await replica('one');
     const two = await replica('two');
@@ -133,3 +116,18 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     expect(three.fleet.candidate('p/m').coolingDownUntil).toBe(until);
   });
 });
+
+let contractPrefix = '';
+describeBreakerStateStoreContract(
+  'RedisBreakerStateStore',
+  () => {
+    contractPrefix = `boo-test:${randomUUID()}:`;
+    return [0, 1, 2].map(() => new RedisBreakerStateStore({ url: redisUrl, logger, keyPrefix: contractPrefix })) as [RedisBreakerStateStore, RedisBreakerStateStore, RedisBreakerStateStore];
+  },
+  async () => {
+    const redis = new Redis(redisUrl);
+    const keys = await redis.keys(`${contractPrefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  },
+);
