@@ -19,6 +19,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/migrations ./migrations
+# The breaker store's Lua scripts: tsc emits no .lua into dist/, and the code finds them here.
+COPY --from=build /app/src/breakers/commands ./src/breakers/commands
 COPY config ./config
 RUN mkdir -p /app/data && chown node:node /app/data
 USER node

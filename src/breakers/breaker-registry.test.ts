@@ -1,5 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BreakerRegistry, type BreakerEvents, type BreakerTransition } from './breaker-registry.js';
 
 const settings = { errorThresholdPercentage: 50, volumeThreshold: 1, rollingCountTimeoutMs: 10_000, resetTimeoutMs: 30 };
@@ -29,8 +28,13 @@ describe('BreakerRegistry', () => {
     registries.push(registry);
     return registry;
   };
+  // opossum's reset timer is a setTimeout: faked, the reset time passes exactly when the test says.
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
   afterEach(() => {
     for (const registry of registries.splice(0)) registry.shutdown();
+    vi.useRealTimers();
   });
 
   it('alone, lets opossum half-open the breaker after resetTimeout and probe with the next call', async () => {
@@ -39,7 +43,9 @@ describe('BreakerRegistry', () => {
     expect(await outcome(registry.run('p/m', () => Promise.reject(failure)))).toBe('failed');
     expect(registry.position('p/m')).toBe('open');
     expect(trips).toEqual([{ candidate: 'p/m' }]);
-    await sleep(settings.resetTimeoutMs + 30);
+    vi.advanceTimersByTime(settings.resetTimeoutMs - 1);
+    expect(registry.position('p/m')).toBe('open');
+    vi.advanceTimersByTime(1);
     expect(registry.position('p/m')).toBe('halfOpen');
     expect(await outcome(registry.run('p/m', () => Promise.resolve('ok')))).toBe('ok');
     expect(registry.position('p/m')).toBe('closed');
@@ -52,7 +58,8 @@ describe('BreakerRegistry', () => {
       const transitions = record(registry, 'transition');
       const verdicts = record(registry, 'verdict');
       await outcome(registry.run('p/m', () => Promise.reject(failure)));
-      await sleep(settings.resetTimeoutMs + 30);
+      // The same reset time half-opens an uncoordinated breaker (the test above).
+      vi.advanceTimersByTime(settings.resetTimeoutMs * 10);
       expect(registry.position('p/m')).toBe('open');
       expect(await outcome(registry.run('p/m', () => Promise.resolve('sent')))).toBe('rejected');
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
 import { errorMessage } from '../shared/error-message.js';
+import { defineBreakerCommands, type BreakerCommandsClient } from './redis-breaker-commands.js';
 import type {
   BreakerMessage,
   BreakerStateStore,
@@ -21,78 +22,6 @@ export interface RedisBreakerStateStoreOptions {
   /** How often a PING checks that Redis answers in time. Default 1 s. */
   readonly heartbeatMs?: number;
 }
-
-// Each script is one round trip and atomic, so a record, its lock and its announcement never disagree.
-const openScript = `
-if ARGV[6] == '1' then
-  local current = redis.call('HGET', KEYS[1], 'until')
-  if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
-end
-redis.call('HSET', KEYS[1], 'openedAt', ARGV[1], 'until', ARGV[2], 'replica', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[7], ARGV[8])
-return 1`;
-
-const closeScript = `
-redis.call('DEL', KEYS[1], KEYS[3])
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1`;
-
-const cooldownScript = `
-local current = redis.call('GET', KEYS[1])
-if not current or tonumber(current) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1`;
-
-// The open record outlives its reset time while a probe is pending, so a replica that starts
-// between the reset time and the verdict still skips the candidate.
-const keepRecord = `
-local function keep(key, ms)
-  local ttl = redis.call('PTTL', key)
-  if ttl >= 0 and ttl < ms then redis.call('PEXPIRE', key, ms) end
-end`;
-
-const claimScript = `${keepRecord}
-local u = redis.call('HGET', KEYS[1], 'until')
-if u and tonumber(u) > tonumber(ARGV[1]) then return u end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
-  keep(KEYS[1], 2 * tonumber(ARGV[3]))
-  return 'granted'
-end
-return ''`;
-
-const renewScript = `${keepRecord}
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-keep(KEYS[1], 2 * tonumber(ARGV[2]))
-return 1`;
-
-const releaseScript = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`;
-
-const countsScript = `
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':f', ARGV[2]) end
-if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':x', ARGV[3]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local all = redis.call('HGETALL', KEYS[1])
-local oldest = tonumber(ARGV[4])
-local fires, failures = 0, 0
-for i = 1, #all, 2 do
-  local field = all[i]
-  local sep = string.find(field, ':', 1, true)
-  local bucket = tonumber(string.sub(field, 1, sep - 1))
-  if bucket < oldest then
-    redis.call('HDEL', KEYS[1], field)
-  elseif string.sub(field, sep + 1) == 'f' then
-    fires = fires + tonumber(all[i + 1])
-  else
-    failures = failures + tonumber(all[i + 1])
-  end
-end
-return {fires, failures}`;
 
 function isMessage(value: unknown): value is BreakerMessage & { from: string } {
   if (typeof value !== 'object' || value === null) return false;
@@ -120,7 +49,7 @@ function isMessage(value: unknown): value is BreakerMessage & { from: string } {
  * so the consumer re-syncs.
  */
 export class RedisBreakerStateStore implements BreakerStateStore {
-  readonly #commands: Redis;
+  readonly #commands: BreakerCommandsClient;
   readonly #subscriber: Redis;
   readonly #prefix: string;
   readonly #channel: string;
@@ -148,7 +77,7 @@ export class RedisBreakerStateStore implements BreakerStateStore {
       connectTimeout: 1_000,
       retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 5), 1_000),
     };
-    this.#commands = new Redis(options.url, { ...connection, connectionName: 'boo-breakers' });
+    this.#commands = defineBreakerCommands(new Redis(options.url, { ...connection, connectionName: 'boo-breakers' }));
     this.#subscriber = new Redis(options.url, { ...connection, connectionName: 'boo-breakers-sub', autoResubscribe: false });
     for (const connection of [this.#commands, this.#subscriber]) {
       // ioredis reports every failed reconnect; the availability change is what operators need.
@@ -290,9 +219,7 @@ export class RedisBreakerStateStore implements BreakerStateStore {
     const ttl = Math.max(1, Math.round(record.until - Date.now() + options.graceMs));
     const message = this.#announce({ type: 'open', ...record });
     const stored = await this.#run(() =>
-      this.#commands.eval(
-        openScript,
-        2,
+      this.#commands.openBreaker(
         this.#key('open', record.candidate),
         this.#key('probe', record.candidate),
         record.openedAt,
@@ -311,9 +238,7 @@ export class RedisBreakerStateStore implements BreakerStateStore {
   async publishClose(candidate: string, replica: string, releaseToken?: string): Promise<void> {
     const message = this.#announce({ type: 'close', candidate, replica });
     await this.#run(() =>
-      this.#commands.eval(
-        closeScript,
-        3,
+      this.#commands.closeBreaker(
         this.#key('open', candidate),
         this.#key('probe', candidate),
         this.#key('counts', candidate),
@@ -327,12 +252,12 @@ export class RedisBreakerStateStore implements BreakerStateStore {
   async publishCooldown(candidate: string, until: number, replica: string): Promise<void> {
     const ttl = Math.max(1, Math.round(until - Date.now()));
     const message = this.#announce({ type: 'cooldown', candidate, until, replica });
-    await this.#run(() => this.#commands.eval(cooldownScript, 1, this.#key('cooldown', candidate), until, ttl, this.#channel, message));
+    await this.#run(() => this.#commands.storeCooldown(this.#key('cooldown', candidate), until, ttl, this.#channel, message));
   }
 
   async claimProbe(candidate: string, token: string, now: number, ttlMs: number): Promise<ProbeClaim> {
     const answer = await this.#run(() =>
-      this.#commands.eval(claimScript, 2, this.#key('open', candidate), this.#key('probe', candidate), now, token, Math.round(ttlMs)),
+      this.#commands.claimProbe(this.#key('open', candidate), this.#key('probe', candidate), now, token, Math.round(ttlMs)),
     );
     if (answer === 'granted') return { granted: true };
     const dueAt = Number(answer);
@@ -341,21 +266,19 @@ export class RedisBreakerStateStore implements BreakerStateStore {
 
   async renewProbe(candidate: string, token: string, ttlMs: number): Promise<boolean> {
     const renewed = await this.#run(() =>
-      this.#commands.eval(renewScript, 2, this.#key('open', candidate), this.#key('probe', candidate), token, Math.round(ttlMs)),
+      this.#commands.renewProbe(this.#key('open', candidate), this.#key('probe', candidate), token, Math.round(ttlMs)),
     );
     return renewed === 1;
   }
 
   async releaseProbe(candidate: string, token: string): Promise<void> {
-    await this.#run(() => this.#commands.eval(releaseScript, 1, this.#key('probe', candidate), token));
+    await this.#run(() => this.#commands.releaseProbe(this.#key('probe', candidate), token));
   }
 
   async addCounts(candidate: string, counts: WindowCounts, now: number, window: { bucketMs: number; buckets: number }): Promise<WindowCounts> {
     const bucket = Math.floor(now / window.bucketMs);
     const totals = await this.#run(() =>
-      this.#commands.eval(
-        countsScript,
-        1,
+      this.#commands.addCounts(
         this.#key('counts', candidate),
         bucket,
         counts.fires,

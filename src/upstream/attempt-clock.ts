@@ -66,8 +66,12 @@ export class AttemptClock {
 
   /** A chunk arrived, or the client drained what it was sent. */
   activity(): void {
-    this.lastActivityAt = performance.now();
+    const at = performance.now();
+    this.lastActivityAt = at;
+    if (this.pausedAt === undefined) return;
+    // A drain after a stall (rare): the timer may be armed for the write budget, later than the idle one now due.
     this.pausedAt = undefined;
+    if (this.timer !== undefined && at + this.timeouts.idleMs < this.timerDueAt) this.arm(this.timeouts.idleMs);
   }
 
   /** The client's buffer is full: the upstream is held paused until it drains. */

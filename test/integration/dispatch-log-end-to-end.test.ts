@@ -16,7 +16,7 @@ import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { startFakeFleet } from '../../simulator/fake-provider.js';
 import { fleetConfigDocument } from '../support/gateway-harness.js';
-import { countRows, testLogger } from '../support/pipeline-fixtures.js';
+import { countRows, oneRowEach, rowsAgainstSent, testLogger, waitForQueueDrained } from '../support/pipeline-fixtures.js';
 import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
@@ -141,13 +141,13 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     await send('no-candidate', { status: 'no_candidates', chosen_provider_id: null, candidates_tried: [] }, async () => {
       expect((await chat(gateway, { model: 'auto:down' }, headers('no-candidate'))).status).toBe(503);
     });
-    await send('stream', { status: 'dispatched', stream: true, chosen_provider_id: 'a', prompt_tokens: 7, completion_tokens: 5 }, async () => {
+    await send('stream', { status: 'dispatched', stream: true, chosen_provider_id: 'a', candidates_tried: ['a/m1'], prompt_tokens: 7, completion_tokens: 5 }, async () => {
       fleet.a.script({ kind: 'stream', chunks: 5 });
       const response = await chat(gateway, { model: 'auto:chat', stream: true, stream_options: { include_usage: true } }, headers('stream'));
       expect(response.status).toBe(200);
       await response.text();
     });
-    await send('abort', { status: 'client_closed', stream: true }, async () => {
+    await send('abort', { status: 'client_closed', stream: true, candidates_tried: ['a/m1'] }, async () => {
       fleet.a.script({ kind: 'stream', chunks: 100, chunkDelayMs: 100 });
       const controller = new AbortController();
       const response = await chat(gateway, { model: 'auto:chat', stream: true }, headers('abort'), controller.signal);
@@ -159,25 +159,29 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
 
     const total = expectations.length;
     await waitForValue(() => countRows(db), (c) => c.rows >= total, 20_000, `${total} rows`);
-    await sleep(300);
-    expect(await countRows(db)).toEqual({ rows: total, distinct: total });
+    // Closed, the gateway publishes nothing more; drained, the queue holds nothing more to write.
+    await gateway.close();
+    await waitForQueueDrained(redis.url, queueName);
+    const sent = expectations.map(({ requestId }) => requestId);
+    expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
     const { rows } = await db.query<Record<string, unknown>>('SELECT * FROM route_dispatch_log');
     for (const { requestId, row } of expectations) {
       const stored = rows.find((r) => r['request_id'] === requestId);
       expect(stored, requestId).toMatchObject({ ...row, source: 'e2e-suite', requested_model: expect.any(String), replica: 'e2e' });
-      expect((stored!['attempts'] as unknown[]).length, requestId).toBe((row['candidates_tried'] as unknown[] | undefined)?.length ?? (stored!['attempts'] as unknown[]).length);
+      expect((stored!['attempts'] as unknown[]).length, requestId).toBe((row['candidates_tried'] as unknown[]).length);
       if (row['status'] === 'dispatched') expect(stored!['ttfb_ms'], requestId).toEqual(expect.any(Number));
     }
   });
 
   it('Redis stopped for seconds during traffic: 0 failed requests, then exactly N rows', async () => {
     const gateway = await setUp();
-    let ok = 0;
+    const ok: string[] = [];
     let failed = 0;
     const traffic = (async () => {
       for (let i = 0; i < 150; i++) {
-        const batch = await Promise.all(Array.from({ length: 4 }, () => chat(gateway, { model: 'auto:chat' }).then((r) => r.status)));
-        for (const status of batch) if (status === 200) ok++; else failed++;
+        const ids = Array.from({ length: 4 }, (_, j) => `outage-${i}-${j}`);
+        const batch = await Promise.all(ids.map((id) => chat(gateway, { model: 'auto:chat' }, { 'x-request-id': id }).then((r) => r.status)));
+        batch.forEach((status, j) => (status === 200 ? ok.push(ids[j]!) : failed++));
         await sleep(20);
       }
     })();
@@ -187,9 +191,11 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     await redis.start();
     await traffic;
     expect(failed).toBe(0);
-    await waitForValue(() => countRows(db), (c) => c.rows >= ok, 60_000, `${ok} rows`);
-    await sleep(300);
-    expect(await countRows(db)).toEqual({ rows: 600, distinct: 600 });
+    expect(ok).toHaveLength(600);
+    await waitForValue(() => countRows(db), (c) => c.rows >= ok.length, 60_000, `${ok.length} rows`);
+    await gateway.close();
+    await waitForQueueDrained(redis.url, queueName);
+    expect(await rowsAgainstSent(db, ok)).toEqual(oneRowEach(ok));
     // The outage really hit the event path: part of the traffic went through the spool.
     const spooled = (await gateway.register.getSingleMetric('boo_events_spooled_total')!.get()).values[0]!.value;
     expect(spooled).toBeGreaterThan(0);
@@ -198,14 +204,15 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
   it('a gateway stopped with events in its spool and started again: they land', async () => {
     const first = await setUp();
     await redis.stop();
-    for (let i = 0; i < 40; i++) expect((await chat(first, { model: 'auto:chat' })).status).toBe(200);
+    const sent = Array.from({ length: 40 }, (_, i) => `spooled-${i}`);
+    for (const id of sent) expect((await chat(first, { model: 'auto:chat' }, { 'x-request-id': id })).status).toBe(200);
     await first.close();
-    gateways.splice(gateways.indexOf(first), 1);
-    expect(await countRows(db)).toEqual({ rows: 0, distinct: 0 });
+    expect((await countRows(db)).rows).toBe(0);
     await redis.start();
-    await startTestGateway();
+    const second = await startTestGateway();
     await waitForValue(() => countRows(db), (c) => c.rows >= 40, 30_000, '40 rows');
-    await sleep(300);
-    expect(await countRows(db)).toEqual({ rows: 40, distinct: 40 });
+    await second.close();
+    await waitForQueueDrained(redis.url, queueName);
+    expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
   }, 60_000);
 });

@@ -20,6 +20,7 @@ import {
 } from '../support/promql-expressions.js';
 import { createScratchDatabase } from '../support/scratch-database.js';
 import { generateTraffic, type TrafficSummary } from '../../simulator/traffic-generator.js';
+import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
 // SPEC §8 / issue 6: a real Prometheus scrapes a real gateway and a real worker while traffic
 // with failovers flows; every PromQL expression of the dashboard and of the alert rules must
@@ -27,7 +28,6 @@ import { generateTraffic, type TrafficSummary } from '../../simulator/traffic-ge
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const alertsFile = join(root, 'prometheus/alerts.yml');
-const redisUrl = 'redis://127.0.0.1:6379';
 // The whole test fits in a minute: a 1m rate window sees every sample since start-up.
 const intervals = { rate: '1m', interval: '1s', range: '1m' };
 

@@ -9,12 +9,12 @@ import { stringify as stringifyYaml } from 'yaml';
 import { startBooProcess, type RunningProcess } from '../support/processes.js';
 import { freePort } from '../support/free-port.js';
 import { createScratchDatabase } from '../support/scratch-database.js';
+import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
 // The README's metrics table (between <!-- metrics:start --> and <!-- metrics:end -->) is what
 // operators build dashboards from: it must list exactly what the gateway and the worker serve.
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const redisUrl = 'redis://127.0.0.1:6379';
 
 interface Documented {
   name: string;

@@ -2,15 +2,16 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BreakerRegistry } from '../../src/breakers/breaker-registry.js';
+import type { WindowCounts } from '../../src/breakers/breaker-state-store.js';
 import { RedisBreakerStateStore } from '../../src/breakers/redis-breaker-state-store.js';
 import { SharedBreakers } from '../../src/breakers/shared-breakers.js';
 import { buildConfig } from '../../src/config/load.js';
 import { FleetState } from '../../src/fleet/fleet-state.js';
 import { createLogger } from '../../src/shared/logger.js';
+import { describeBreakerStateStoreContract } from '../support/breaker-state-store-contract.js';
 import { waitFor } from '../support/wait-for.js';
+import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
-// The machine's Redis, with a key prefix of this run's own.
-const redisUrl = 'redis://127.0.0.1:6379';
 const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
 const breakerSettings = { errorThresholdPercentage: 50, volumeThreshold: 4, rollingCountTimeoutMs: 10_000, resetTimeoutMs: 60_000 };
 const config = buildConfig(
@@ -18,6 +19,21 @@ const config = buildConfig(
   'test config',
   {},
 );
+
+/**
+ * The Redis store, keeping what every flush of attempt counts was answered. SharedBreakers judges
+ * the totals as soon as the answer arrives (in the same microtask run), so a test that sees them
+ * here knows the judgement is made.
+ */
+class CountedStore extends RedisBreakerStateStore {
+  readonly totals: WindowCounts[] = [];
+
+  override async addCounts(...args: Parameters<RedisBreakerStateStore['addCounts']>): Promise<WindowCounts> {
+    const totals = await super.addCounts(...args);
+    this.totals.push(totals);
+    return totals;
+  }
+}
 
 describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', () => {
   let prefix = '';
@@ -33,8 +49,8 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     await redis.quit();
   });
 
-  function store(): RedisBreakerStateStore {
-    const created = new RedisBreakerStateStore({ url: redisUrl, logger, keyPrefix: prefix });
+  function store(): CountedStore {
+    const created = new CountedStore({ url: redisUrl, logger, keyPrefix: prefix });
     cleanups.push(() => created.close());
     return created;
   }
@@ -42,32 +58,15 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
   async function replica(name: string) {
     const breakers = new BreakerRegistry(breakerSettings);
     const fleet = new FleetState();
-    const shared = new SharedBreakers({ breakers, store: store(), fleet, config: () => config, logger, replica: name, countFlushMs: 20 });
+    const counted = store();
+    const shared = new SharedBreakers({ breakers, store: counted, fleet, config: () => config, logger, replica: name, countFlushMs: 20 });
     cleanups.push(async () => {
       await shared.close();
       breakers.shutdown();
     });
     await shared.start();
-    return { breakers, fleet, shared };
+    return { breakers, fleet, shared, totals: counted.totals };
   }
-
-  it('grants the probe lock once the window is due, to one claimant, until it is released or expires', async () => {
-    const first = store();
-    const second = store();
-    const listener = { message: () => {}, availability: () => {} };
-    await Promise.all([first.start(listener, 2_000), second.start(listener, 2_000)]);
-    const now = Date.now();
-    await first.publishOpen({ candidate: 'p/m', openedAt: now, until: now + 1_000, replica: 'one' }, { graceMs: 1_000 });
-    expect(await first.claimProbe('p/m', 'one', now, 500)).toEqual({ granted: false, dueAt: now + 1_000 });
-    expect(await first.claimProbe('p/m', 'one', now + 1_000, 300)).toEqual({ granted: true });
-    expect(await second.claimProbe('p/m', 'two', now + 1_000, 300)).toEqual({ granted: false, dueAt: undefined });
-    expect(await second.renewProbe('p/m', 'two', 300)).toBe(false);
-    expect(await first.renewProbe('p/m', 'one', 300)).toBe(true);
-    await waitFor(async () => (await second.claimProbe('p/m', 'two', Date.now() + 1_000, 300)).granted, 2_000, 'the lock to expire');
-    // A record with a later reset time is kept when an older one is pushed after an outage.
-    expect(await second.publishOpen({ candidate: 'p/m', openedAt: now, until: now + 500, replica: 'two' }, { graceMs: 1_000, onlyIfNewer: true })).toBe(false);
-    expect((await second.snapshot()).open).toEqual([{ candidate: 'p/m', openedAt: now, until: now + 1_000, replica: 'one' }]);
-  });
 
   it('opens the breaker of the other replica on a trip, and closes it on a verdict, without echoing its own announcements', async () => {
     const one = await replica('one');
@@ -77,8 +76,10 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     one.breakers.trip('p/m');
     await waitFor(() => two.breakers.position('p/m') === 'open', 2_000, 'two to open');
     expect(two.breakers.origin('p/m')).toBe('remote');
-    // Its own announcement, echoed back, would have made the origin remote.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Pub/sub delivers in publish order: once a later announcement of two's reaches one, its own
+    // (which, echoed back, would have made the origin remote) would have reached it before.
+    two.fleet.coolDown('p/marker', Date.now() + 60_000);
+    await waitFor(() => one.fleet.isCoolingDown('p/marker'), 2_000, 'one to hear from two');
     expect(one.breakers.origin('p/m')).toBe('local');
     // A probe's success is a verdict: it closes the breaker everywhere (a panic attempt's is not).
     await one.breakers.run('p/m', () => Promise.resolve('ok'), true);
@@ -98,7 +99,9 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
       await breakers.run('p/m', () => Promise.resolve('ok'));
       await breakers.run('p/m', () => Promise.reject(failure)).catch(() => undefined);
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Both replicas have been told the cluster-wide totals (4 fires, 2 failures) and judged them.
+    await waitFor(() => one.totals.length > 0 && two.totals.length > 0 && [...one.totals, ...two.totals].some((totals) => totals.fires === 4), 2_000, 'both flushes');
+    expect([...one.totals, ...two.totals].find((totals) => totals.fires === 4)).toEqual({ fires: 4, failures: 2 });
     expect([one.breakers.position('p/m'), two.breakers.position('p/m')]).toEqual(['closed', 'closed']);
     // One more failure: 3 of 5 in the cluster is over 50% with volume reached.
     await one.breakers.run('p/m', () => Promise.reject(failure)).catch(() => undefined);
@@ -116,3 +119,18 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     expect(three.fleet.candidate('p/m').coolingDownUntil).toBe(until);
   });
 });
+
+let contractPrefix = '';
+describeBreakerStateStoreContract(
+  'RedisBreakerStateStore',
+  () => {
+    contractPrefix = `boo-test:${randomUUID()}:`;
+    return [0, 1, 2].map(() => new RedisBreakerStateStore({ url: redisUrl, logger, keyPrefix: contractPrefix })) as [RedisBreakerStateStore, RedisBreakerStateStore, RedisBreakerStateStore];
+  },
+  async () => {
+    const redis = new Redis(redisUrl);
+    const keys = await redis.keys(`${contractPrefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  },
+);

@@ -239,8 +239,11 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
     const metrics = await (await request(`${replica('A').url}/metrics`)).body.text();
     expect(metrics).toMatch(/^boo_redis_up\{[^}]*\} 0$/m);
     // Breakers keep working per process while Redis is away: x fails, each replica trips on its own.
+    const marksAway = all.map((running) => running.process.lines.length);
     x.defaultReply = { kind: 'status', status: 500 };
-    await sleep(600);
+    for (const [index, running] of all.entries()) {
+      await waitFor(() => transitions(running, marksAway[index]).some((entry) => entry.state === 'open' && entry.origin === 'local'), 5_000, `${running.name} to trip on its own`);
+    }
     x.defaultReply = { kind: 'ok' };
     await redis.start();
     for (const running of all) {
@@ -263,9 +266,16 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
 
   it('lets another replica probe when the probe holder dies mid-probe', async () => {
     const all = ['A', 'B', 'C'].map(replica);
+    const [, b, c] = all as [Replica, Replica, Replica];
+    const marks = [b, c].map((other) => other.process.lines.length);
     x.defaultReply = { kind: 'status', status: 500 };
     expect(await chat(replica('A'))).toMatchObject({ status: 200, candidate: 'y/m1', attempts: 2 });
     x.defaultReply = { kind: 'hang' };
+    // As above: a request B or C sent before they knew of the trip would hang at x as ordinary
+    // traffic (for the 120 s first-byte budget), not as a probe.
+    for (const [index, other] of [b, c].entries()) {
+      await waitFor(() => transitions(other, marks[index]).some((entry) => entry.state === 'open' && entry.origin === 'remote'), 2_000, `${other.name} to learn the trip on A`);
+    }
     const before = x.dispatched().length;
     let load = traffic(all);
     await waitFor(() => x.dispatched().length > before, 5_000, 'the first probe');

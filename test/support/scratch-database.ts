@@ -3,12 +3,10 @@ import postgres from 'postgres';
 import { migrate } from '../../src/dispatch-log/migrate.js';
 import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import { testLogger } from './pipeline-fixtures.js';
+import { testDatabaseUrl } from './test-services.js';
 
-/** The machine's shared Postgres; tests only ever create and drop their own databases on it. */
-export const sharedPostgresUrl = 'postgres://root@127.0.0.1:5432/postgres';
-
-/** A fresh, empty database on a Postgres server, dropped by `drop()`. */
-export async function createScratchDatabase(serverUrl = sharedPostgresUrl): Promise<{ url: string; drop(): Promise<void> }> {
+/** A fresh, empty database on a Postgres server (the shared one by default), dropped by `drop()`. */
+export async function createScratchDatabase(serverUrl = testDatabaseUrl): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `boo_test_${randomUUID().replaceAll('-', '')}`;
   const admin = postgres(serverUrl, { max: 1, onnotice: () => undefined });
   try {
