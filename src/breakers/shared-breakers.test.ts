@@ -143,6 +143,23 @@ describe('SharedBreakers over an in-memory store', () => {
     expect(holder!.breakers.position(candidate)).toBe('open');
   });
 
+  it('lets a replica that has traffic take the probe from a holder that had none, at its next claim', async () => {
+    const all = [await replica('one'), await replica('two')];
+    await fail(all[0]!);
+    await pass(resetTimeoutMs);
+    const [idle] = probing(all);
+    const busy = all.find((r) => r !== idle)!;
+    // The busy replica lost the claim when the window ended; it claims again one lock period later.
+    // The idle holder gives the lock back by then and must not take it again first.
+    let probedAt: number | undefined;
+    for (let waited = 0; waited < 4 * lockMs && probedAt === undefined; waited += 50) {
+      await pass(50);
+      if (busy.breakers.position(candidate) === 'halfOpen') probedAt = waited;
+    }
+    expect(probedAt).toBeDefined();
+    expect(probedAt!).toBeLessThanOrEqual(2 * lockMs + 100);
+  });
+
   it('gives an unused probe lock back at close(), so the others need not wait for it to expire', async () => {
     const all = [await replica('one'), await replica('two')];
     await fail(all[0]!);

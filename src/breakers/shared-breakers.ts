@@ -275,9 +275,11 @@ export class SharedBreakers {
     if (breakers.isProbing(candidate)) {
       hold.activeAt = this.now();
     } else if (this.now() - hold.activeAt > lockMs && breakers.revokeProbe(candidate)) {
-      // No request came to carry the probe: let a replica with traffic take it.
+      // No request came to carry the probe: let a replica with traffic take it. The others claim
+      // again one lock period after they lost the claim, so this one waits longer than that:
+      // coming back sooner, it took the lock back every time and a replica with traffic waited.
       this.giveBack(candidate, hold);
-      this.retryClaim(candidate, Math.round(lockMs / 4 + Math.random() * (lockMs / 4)));
+      this.retryClaim(candidate, Math.round(lockMs * (1.5 + Math.random() / 2)));
       return;
     }
     try {
