@@ -98,6 +98,13 @@ export class AllCandidatesFailedError extends GatewayError {
   }
 }
 
+/** The upstream broke off an answer already under way: told as the stream's last event. */
+export class StreamBrokenError extends GatewayError {
+  constructor(message: string) {
+    super(message, { code: 'stream_error', status: 502, openaiType: 'api_error' });
+  }
+}
+
 /** The OpenAI error body: the one shape every error of the gateway takes. */
 export function toOpenAIError(error: GatewayError): { error: { message: string; type: string; param: string | null; code: string } } {
   return { error: { message: error.message, type: error.openaiType, param: error.param, code: error.code } };

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { BreakerRegistry } from './breakers/breaker-registry.js';
@@ -6,6 +6,7 @@ import type { BreakerStateStore } from './breakers/breaker-state-store.js';
 import { SharedBreakers } from './breakers/shared-breakers.js';
 import type { Config } from './config/load.js';
 import { Failover } from './dispatch/failover.js';
+import { GatewayError, toOpenAIError } from './errors.js';
 import { UpstreamPassthrough } from './dispatch/upstream-passthrough.js';
 import type { EventSink } from './events/event-sink.js';
 import { FleetState } from './fleet/fleet-state.js';
@@ -66,9 +67,9 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
     return;
   }
   const [status, message] = clientErrorStatus[error.code ?? ''] ?? [400, 'malformed HTTP request'];
-  const body = JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code: error.code ?? 'bad_request' } });
+  const body = JSON.stringify(toOpenAIError(new GatewayError(message, { code: error.code ?? 'bad_request', status, openaiType: 'invalid_request_error' })));
   socket.end(
-    `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
       `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
@@ -108,11 +109,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const healthChecker = new HealthChecker({ config: getConfig, client: llamaSwap, fleet, metrics, logger });
 
   // The one view of Redis and the database, for /readyz and for boo_redis_up at each scrape.
-  const health = () => {
+  const backingServices = () => {
     const sinkHealth = sink.health();
-    const redis = shared && !shared.available ? 'degraded' : sinkHealth.redis;
-    metrics.redisUp.set(redis === 'ok' ? 1 : 0);
-    return { ...sinkHealth, redis };
+    return { ...sinkHealth, redis: shared && !shared.available ? 'degraded' : sinkHealth.redis };
   };
   let draining = false;
   const app = createApp({
@@ -124,8 +123,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     register,
     metrics,
     logger,
-    health,
-    breakerOrigin: (candidate) => breakers.origin(candidate),
+    backingServices,
     draining: () => draining,
   });
   const server = createServer(

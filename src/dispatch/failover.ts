@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { BreakerRegistry } from '../breakers/breaker-registry.js';
 import type { Config } from '../config/load.js';
-import { AllCandidatesFailedError, NoHealthyCandidateError } from '../errors.js';
+import { AllCandidatesFailedError, NoHealthyCandidateError, StreamBrokenError, toOpenAIError } from '../errors.js';
 import type { Attempt, DispatchStatus } from '../events/dispatch-event.js';
 import type { EventSink } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
@@ -54,8 +54,7 @@ export interface FailoverDeps {
   readonly replica: string;
 }
 
-const streamErrorEvent = (message: string) =>
-  `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: 'stream_error' } })}\n\n`;
+const streamErrorEvent = (message: string) => `data: ${JSON.stringify(toOpenAIError(new StreamBrokenError(message)))}\n\n`;
 
 const lineFeed = 0x0a;
 const carriageReturn = 0x0d;

@@ -17,7 +17,7 @@ import { receiveBody } from './receive-body.js';
 import { contextOf, openRequestContext, requestContext, type RequestContext } from './middleware/request-context.js';
 import { serveDispatch } from './serve-dispatch.js';
 import { modelsRoute } from './routes/models.js';
-import { adminCandidatesRoute, healthzRoute, metricsRoute, readyzRoute, type BreakerOrigin } from './routes/operations.js';
+import { adminCandidatesRoute, healthzRoute, metricsRoute, readyzRoute } from './routes/operations.js';
 
 export interface AppDeps {
   readonly config: () => Config;
@@ -28,8 +28,8 @@ export interface AppDeps {
   readonly register: Registry;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
-  readonly health: () => { redis: ComponentHealth; database: ComponentHealth };
-  readonly breakerOrigin: BreakerOrigin;
+  /** Redis and the database as /readyz reports them (and `boo_redis_up` at each scrape). */
+  readonly backingServices: () => { redis: ComponentHealth; database: ComponentHealth };
   /** True once a shutdown began: /readyz answers 503. */
   readonly draining: () => boolean;
 }
@@ -124,12 +124,12 @@ function createExpressApp(deps: AppDeps): express.Express {
 
   app.use(requestContext(logger, metrics));
   app.get('/healthz', healthzRoute());
-  app.get('/readyz', readyzRoute(deps.health, deps.draining));
-  app.get('/metrics', metricsRoute(register, () => void deps.health()));
+  app.get('/readyz', readyzRoute(deps.backingServices, deps.draining));
+  app.get('/metrics', metricsRoute(register, () => metrics.redisUp.set(deps.backingServices().redis === 'ok' ? 1 : 0)));
 
   const auth = requireApiKey(() => config().apiKeyDigests);
   app.get('/v1/models', auth, modelsRoute(config, fleet, Date.now()));
-  app.get('/admin/candidates', requireAdminKey(config), adminCandidatesRoute(config, fleet, breakers, deps.breakerOrigin));
+  app.get('/admin/candidates', requireAdminKey(config), adminCandidatesRoute(config, fleet, breakers));
   app.get('/upstream/:model/*rest', auth, async (req: Request, res: Response) => {
     const context = contextOf(res);
     context.route = 'upstream';

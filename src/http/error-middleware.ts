@@ -1,7 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import { ZodError } from 'zod';
-import { GatewayError, InvalidRequestError, toOpenAIError } from '../errors.js';
+import { GatewayError, toOpenAIError } from '../errors.js';
 import { contextOf } from './middleware/request-context.js';
 import type { Logger } from '../shared/logger.js';
 
@@ -18,7 +17,7 @@ function fromFrameworkError(error: unknown): GatewayError | undefined {
 
 /**
  * The one place where errors become HTTP: GatewayError -> its status and OpenAI error body;
- * ZodError -> 400; anything else -> 500 with a generic message and the full error logged (on
+ * anything else -> 500 with a generic message and the full error logged (on
  * `logger`, the request's own when there is one). Used by the Express error middleware and by
  * the dispatch fast path alike.
  */
@@ -26,12 +25,6 @@ export function sendError(res: ServerResponse, error: unknown, logger: () => Log
   let gatewayError: GatewayError;
   if (error instanceof GatewayError) {
     gatewayError = error;
-  } else if (error instanceof ZodError) {
-    const issue = error.issues[0];
-    gatewayError = new InvalidRequestError(
-      issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'invalid request',
-      issue?.path.join('.') || null,
-    );
   } else {
     gatewayError =
       fromFrameworkError(error) ?? new GatewayError('internal error', { code: 'internal_error', status: 500, openaiType: 'api_error' });

@@ -39,11 +39,8 @@ export function metricsRoute(register: Registry, refresh: () => void) {
   };
 }
 
-/** Where a breaker's state came from, for operators reading /admin/candidates. */
-export type BreakerOrigin = (candidate: string) => 'local' | 'remote' | undefined;
-
 /** GET /admin/candidates: every candidate with breaker, health, loaded, latency and context. */
-export function adminCandidatesRoute(config: () => Config, fleet: FleetState, breakers: BreakerRegistry, breakerOrigin: BreakerOrigin) {
+export function adminCandidatesRoute(config: () => Config, fleet: FleetState, breakers: BreakerRegistry) {
   return (_req: Request, res: Response): void => {
     contextOf(res).route = 'admin';
     const current = config();
@@ -71,7 +68,7 @@ export function adminCandidatesRoute(config: () => Config, fleet: FleetState, br
         model: entry.model,
         virtualModels: entry.virtualModels,
         breaker: breakers.position(id),
-        breakerOrigin: breakerOrigin(id) ?? null,
+        breakerOrigin: breakers.origin(id) ?? null,
         healthy: provider.healthy ?? null,
         loaded: fleet.isLoaded(entry.provider, entry.model) ?? null,
         latencyEwmaMs: status.latencyEwmaMs === undefined ? null : Math.round(status.latencyEwmaMs),
