@@ -58,7 +58,8 @@ describe('fake provider', () => {
     expect(res.headers['content-type']).toBe('text/event-stream');
     const events = parseSse(await res.body.text());
     expect(events.at(-1)?.data).toBe('[DONE]');
-    const chunks = events.slice(0, -1).map((e) => JSON.parse(e.data) as Record<string, any>);
+    type Chunk = { choices: [{ delta: { content?: string }; finish_reason: string | null }]; usage?: unknown };
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e.data) as Chunk);
     expect(chunks.map((c) => c.choices[0].delta.content ?? null)).toEqual(['tok0 ', 'tok1 ', 'tok2 ', null]);
     expect(chunks[3]?.choices[0].finish_reason).toBe('stop');
     expect(chunks[3]?.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 3 });

@@ -341,11 +341,14 @@ export class SharedBreakers {
     for (const { timer } of this.windows.values()) clearTimeout(timer);
     this.windows.clear();
     const { store, breakers } = this.options;
-    const releases = [...this.holds].map(([candidate, hold]) => {
+    const releases: Promise<void>[] = [];
+    for (const [candidate, hold] of this.holds) {
       clearInterval(hold.renew);
-      if (breakers.isProbing(candidate)) return undefined;
-      return store.releaseProbe(candidate, hold.token).catch((err: unknown) => this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: release at close failed'));
-    });
+      if (breakers.isProbing(candidate)) continue;
+      releases.push(
+        store.releaseProbe(candidate, hold.token).catch((err: unknown) => this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: release at close failed')),
+      );
+    }
     this.holds.clear();
     await Promise.all(releases);
     await store.close();

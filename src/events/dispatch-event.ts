@@ -1,19 +1,7 @@
 import { z } from 'zod';
+import { attemptOutcomes, dispatchStatuses } from '../shared/dispatch-outcomes.js';
 
-export const dispatchStatuses = ['dispatched', 'client_error', 'stream_error', 'client_closed', 'failed', 'no_candidates'] as const;
-export type DispatchStatus = (typeof dispatchStatuses)[number];
-
-export const attemptOutcomes = [
-  'ok',
-  'client_error',
-  'connect_error',
-  'timeout',
-  'http_5xx',
-  'http_retryable',
-  'broken_before_first_byte',
-  'client_closed',
-] as const;
-export type AttemptOutcome = (typeof attemptOutcomes)[number];
+export { attemptOutcomes, dispatchStatuses, type AttemptOutcome, type DispatchStatus } from '../shared/dispatch-outcomes.js';
 
 export const attemptSchema = z.object({
   candidate: z.string(),

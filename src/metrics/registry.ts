@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { attemptOutcomes, dispatchStatuses } from '../events/dispatch-event.js';
+import { attemptOutcomes, dispatchStatuses } from '../shared/dispatch-outcomes.js';
 import type { Config } from '../config/load.js';
 import { BoundCounter, BoundHistogram } from './bound-metrics.js';
 

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Writable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Timeouts } from '../config/schema.js';
-import type { AttemptOutcome } from '../events/dispatch-event.js';
+import type { AttemptOutcome } from '../shared/dispatch-outcomes.js';
 import { errorMessage } from '../shared/error-message.js';
 import { FirstByteTimeoutError, TotalTimeoutError, AttemptClock } from './attempt-clock.js';
 

@@ -13,7 +13,7 @@ export async function waitForValue<T>(read: () => Promise<T>, done: (value: T) =
   try {
     await waitFor(async () => done((last = await read())), timeoutMs, what);
   } catch (err: unknown) {
-    throw new Error(`${err instanceof Error ? err.message : String(err)}; last value: ${JSON.stringify(last)}`);
+    throw new Error(`${err instanceof Error ? err.message : String(err)}; last value: ${JSON.stringify(last)}`, { cause: err });
   }
   return last as T;
 }
