@@ -16,7 +16,7 @@ const hopByHop = [
 /**
  * Not forwarded towards the upstream: hop-by-hop headers; those the gateway sets itself
  * whatever the client sent (the body is rewritten as plain JSON, hence no `content-encoding`);
- * the client's credentials (`authorization`, `cookie`); and claims about the client's address
+ * the client's credentials (`authorization`, `x-api-key`, `cookie`); and claims about the client's address
  * that only the gateway may make (`x-forwarded-*`, `forwarded`, `x-real-ip`). One set per
  * direction: a lookup per header, not one per list.
  */
@@ -26,6 +26,7 @@ const droppedUpstream = new Set([
   'content-length',
   'content-encoding',
   'authorization',
+  'x-api-key',
   'cookie',
   'expect',
   'accept-encoding',

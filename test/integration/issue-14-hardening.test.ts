@@ -202,6 +202,7 @@ describe('issue 14: request headers', () => {
   it('drops Cookie and the client\'s X-Forwarded-*, Forwarded and X-Real-IP, and sets X-Forwarded-For and -Proto itself', async () => {
     const answer = await post(gateway, JSON.stringify({ model: 'auto:chat', messages: [] }), {
       cookie: 'session=secret',
+      'x-api-key': 'sk-client-secret',
       'x-forwarded-for': '6.6.6.6',
       'x-forwarded-proto': 'https',
       'x-forwarded-host': 'evil.example',
@@ -211,6 +212,7 @@ describe('issue 14: request headers', () => {
     expect(answer.status).toBe(200);
     const headers = fleet.a.dispatched().at(-1)!.headers;
     expect(headers.cookie).toBeUndefined();
+    expect(headers['x-api-key']).toBeUndefined();
     expect(headers['x-forwarded-host']).toBeUndefined();
     expect(headers.forwarded).toBeUndefined();
     expect(headers['x-real-ip']).toBeUndefined();
