@@ -11,7 +11,7 @@ import { freePort } from '../support/free-port.js';
 import { createScratchDatabase } from '../support/scratch-database.js';
 import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
-// The README's metrics table (between <!-- metrics:start --> and <!-- metrics:end -->) is what
+// The metrics table of docs/metrics.md (between <!-- metrics:start --> and <!-- metrics:end -->) is what
 // operators build dashboards from: it must list exactly what the gateway and the worker serve.
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -26,7 +26,7 @@ interface Documented {
 function documentedMetrics(readme: string): Documented[] {
   const start = readme.indexOf('<!-- metrics:start -->');
   const end = readme.indexOf('<!-- metrics:end -->');
-  if (start < 0 || end < start) throw new Error('README.md has no <!-- metrics:start --> ... <!-- metrics:end --> section');
+  if (start < 0 || end < start) throw new Error('docs/metrics.md has no <!-- metrics:start --> ... <!-- metrics:end --> section');
   const rows: Documented[] = [];
   for (const line of readme.slice(start, end).split('\n')) {
     const cells = line.split('|').map((cell) => cell.trim());
@@ -58,7 +58,7 @@ function servedMetrics(text: string, into: Map<string, Served>): void {
   }
 }
 
-describe('README metrics table', () => {
+describe('docs/metrics.md metrics table', () => {
   const queue = `boo-readme-${randomUUID()}`;
   let dir: string;
   let database: Awaited<ReturnType<typeof createScratchDatabase>>;
@@ -97,24 +97,24 @@ describe('README metrics table', () => {
   }, 60_000);
 
   it('lists exactly the metric names that /metrics serves', async () => {
-    const documented = documentedMetrics(await readFile(join(root, 'README.md'), 'utf8'));
+    const documented = documentedMetrics(await readFile(join(root, 'docs/metrics.md'), 'utf8'));
     const prefixes = documented.filter((row) => row.name.endsWith('*')).map((row) => row.name.slice(0, -1));
     const exact = documented.filter((row) => !row.name.endsWith('*')).map((row) => row.name).sort();
     const servedNames = [...served.keys()].filter((name) => !prefixes.some((prefix) => name.startsWith(prefix))).sort();
     expect(servedNames.length).toBeGreaterThan(10);
-    expect(servedNames, 'names served by /metrics (received) vs the README table (expected)').toEqual(exact);
+    expect(servedNames, 'names served by /metrics (received) vs the docs table (expected)').toEqual(exact);
     for (const prefix of prefixes) expect([...served.keys()].some((name) => name.startsWith(prefix)), `${prefix}*`).toBe(true);
   });
 
   it('gives each metric its served type and label names', async () => {
-    const documented = documentedMetrics(await readFile(join(root, 'README.md'), 'utf8')).filter((row) => !row.name.endsWith('*'));
+    const documented = documentedMetrics(await readFile(join(root, 'docs/metrics.md'), 'utf8')).filter((row) => !row.name.endsWith('*'));
     const mismatches = documented.flatMap((row) => {
       const actual = served.get(row.name);
       if (!actual) return [];
       const labels = [...actual.labels].sort();
       return row.type === actual.type && row.labels.join(',') === labels.join(',')
         ? []
-        : [`${row.name}: README says ${row.type} (${row.labels.join(', ')}), /metrics serves ${actual.type} (${labels.join(', ')})`];
+        : [`${row.name}: docs/metrics.md says ${row.type} (${row.labels.join(', ')}), /metrics serves ${actual.type} (${labels.join(', ')})`];
     });
     expect(mismatches).toEqual([]);
   });
