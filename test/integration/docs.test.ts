@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { configFileSchema, envSchema } from '../../src/config/schema.js';
 
@@ -36,5 +37,15 @@ describe('docs/configuration.md', () => {
     const missing = leaves.filter((key) => !documented.has(key) && !asOne.some((whole) => key.startsWith(`${whole}.`)));
     expect(missing).toEqual([]);
     expect(Object.keys(envSchema.shape).filter((name) => !documented.has(name))).toEqual([]);
+  });
+});
+
+describe('docs/operations.md', () => {
+  it('has a runbook entry for every alert', async () => {
+    const rules = parseYaml(await readFile(`${root}prometheus/alerts.yml`, 'utf8')) as { groups: Array<{ rules: Array<{ alert?: string }> }> };
+    const alerts = rules.groups.flatMap((group) => group.rules.map((rule) => rule.alert)).filter((name): name is string => name !== undefined);
+    const headings = (await readFile(`${root}docs/operations.md`, 'utf8')).split('\n').filter((line) => line.startsWith('### '));
+    expect(alerts.length).toBeGreaterThan(10);
+    expect(alerts.filter((alert) => !headings.some((heading) => heading.split(/[ /]+/).includes(alert)))).toEqual([]);
   });
 });
