@@ -10,6 +10,8 @@ export interface LoadOptions {
   readonly seconds: number;
   /** Processes whose CPU time is read around the measured window. */
   readonly pids: readonly number[];
+  /** Awaited after the load and before CPU is read: work the requests left behind counts too. */
+  readonly settle?: () => Promise<void>;
 }
 
 export interface LoadResult {
@@ -82,7 +84,8 @@ function run(options: LoadOptions, seconds: number, samples: Samples | undefined
 
 /**
  * Warms the target up, then drives it with autocannon for `seconds` at `connections`, one request
- * in flight per connection, and reads the servers' CPU time around the measured window only.
+ * in flight per connection, and reads the servers' CPU time around the measured window (and the
+ * `settle` that follows it) only.
  */
 export async function measureLoad(options: LoadOptions): Promise<LoadResult> {
   if (options.warmupSeconds > 0) await run(options, options.warmupSeconds, undefined);
@@ -91,6 +94,7 @@ export async function measureLoad(options: LoadOptions): Promise<LoadResult> {
   const startedAt = performance.now();
   const result = await run(options, options.seconds, samples);
   const elapsed = (performance.now() - startedAt) / 1000;
+  await options.settle?.();
   const cpuAfter = options.pids.map(cpuMicros);
   const latency = Float64Array.from(samples.latency).sort();
   const ttfb = Float64Array.from(samples.ttfb).sort();
