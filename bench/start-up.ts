@@ -7,6 +7,8 @@ export interface StartUpResult {
   /** `/healthz` asked one at a time, 10 ms apart, from "listening" on. */
   readonly healthChecks: number;
   readonly healthzWorstMs: number;
+  /** When the worst one was sent, ms after "listening" was seen. */
+  readonly healthzWorstAtMs: number;
   readonly healthzP99Ms: number;
   /** RSS at the end of the idle window. */
   readonly rssIdleBytes: number;
@@ -22,13 +24,17 @@ export interface StartUpResult {
 export async function measureIdleStart(url: string, pid: number, listenMs: number, seconds: number): Promise<StartUpResult> {
   const pool = new Pool(url, { connections: 1 });
   const latencies: number[] = [];
-  const end = performance.now() + seconds * 1000;
+  const begun = performance.now();
+  const end = begun + seconds * 1000;
+  let worst = { ms: -1, at: NaN };
   try {
     while (performance.now() < end) {
       const started = performance.now();
       const answer = await pool.request({ path: '/healthz', method: 'GET' });
       await answer.body.dump();
-      latencies.push(performance.now() - started);
+      const ms = performance.now() - started;
+      latencies.push(ms);
+      if (ms > worst.ms) worst = { ms, at: started - begun };
       if (answer.statusCode !== 200) throw new Error(`/healthz answered ${answer.statusCode}`);
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -41,6 +47,7 @@ export async function measureIdleStart(url: string, pid: number, listenMs: numbe
     listenMs,
     healthChecks: latencies.length,
     healthzWorstMs: sorted[sorted.length - 1] ?? NaN,
+    healthzWorstAtMs: worst.at,
     healthzP99Ms: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? NaN,
     rssIdleBytes: rss,
     peakRssBytes: peakRss,

@@ -57,6 +57,11 @@ export class DispatchLogWriter {
     return this.#batcher.size + this.#readyCount;
   }
 
+  /** The bound of `buffered`, beyond which `push` refuses. */
+  get maxBuffered(): number {
+    return this.#options.maxBuffered;
+  }
+
   /** False while the store is failing (inserts or preparation are being retried). */
   get healthy(): boolean {
     return this.#healthy;
@@ -76,6 +81,8 @@ export class DispatchLogWriter {
       return 'invalid';
     }
     this.#batcher.add(parsed.data);
+    // The store may take a second to open (embedded mode): start that with the first event, not its batch.
+    if (!this.#prepared) this.#kick();
     return 'accepted';
   }
 
@@ -113,11 +120,12 @@ export class DispatchLogWriter {
   async #drain(): Promise<void> {
     const { logger, metrics, repository } = this.#options;
     let delayMs = this.#options.minRetryMs ?? 100;
-    while (!this.#stopped && this.#ready.length > 0) {
+    while (!this.#stopped && (this.#ready.length > 0 || !this.#prepared)) {
       try {
         if (!this.#prepared) {
           await this.#options.prepare?.();
           this.#prepared = true;
+          continue;
         }
         const batch = this.#ready[0]!;
         const started = performance.now();
