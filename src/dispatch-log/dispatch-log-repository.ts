@@ -100,9 +100,9 @@ export async function copyDispatchLog(db: PgliteDatabase, text: string): Promise
   return count;
 }
 
-/** The repository over the embedded store: rows encoded in this thread, written by `copy` in the store's. */
-export function createCopyDispatchLogRepository(copy: (text: string) => Promise<number>): DispatchLogRepository {
+/** The repository over PGlite by COPY (`copyDispatchLog`): the embedded store's. */
+export function createCopyDispatchLogRepository(db: PgliteDatabase): DispatchLogRepository {
   return {
-    insertBatch: (events) => (events.length === 0 ? Promise.resolve(0) : copy(toCopyText(events))),
+    insertBatch: (events) => (events.length === 0 ? Promise.resolve(0) : copyDispatchLog(db, toCopyText(events))),
   };
 }

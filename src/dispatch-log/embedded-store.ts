@@ -1,6 +1,8 @@
 import { Worker, type WorkerOptions } from 'node:worker_threads';
+import type { DispatchEvent } from '../events/dispatch-event.js';
 import type { Logger } from '../shared/logger.js';
 import type { SqlDatabase, SqlSession } from './sql-database.js';
+import type { BatchWriteResult } from './write-batch.js';
 
 /** What the store's thread is started with. */
 export interface StoreWorkerData {
@@ -8,7 +10,7 @@ export interface StoreWorkerData {
 }
 
 /** What the store's methods ask of its thread. */
-type StoreRequestBody = { op: 'exec'; text: string } | { op: 'query'; text: string; params: readonly unknown[] } | { op: 'copy'; text: string };
+type StoreRequestBody = { op: 'exec'; text: string } | { op: 'query'; text: string; params: readonly unknown[] } | { op: 'write'; json: string };
 
 /** A request to the store's thread; answered in the order sent. */
 export type StoreRequest = (StoreRequestBody | { op: 'close' }) & { id: number };
@@ -20,10 +22,16 @@ export interface StoreError {
   code?: string;
 }
 
+/** What a `write` did: new rows, and the events refused (by the schema or the database) by index. */
+export interface StoreWriteResult {
+  inserted: number;
+  rejected: { index: number; error: StoreError }[];
+}
+
 /** The store thread's answer to request `id`, or `failed` when the store could not be opened. */
 export interface StoreReply {
   id?: number;
-  result?: { rows: object[]; count: number } | number | undefined;
+  result?: { rows: object[]; count: number } | StoreWriteResult | undefined;
   error?: StoreError;
   failed?: StoreError;
 }
@@ -95,9 +103,14 @@ export class EmbeddedStore implements SqlDatabase {
     return fn(this);
   }
 
-  /** `copyDispatchLog` in the store's thread. @returns the new rows. */
-  copyDispatchLog(text: string): Promise<number> {
-    return this.#request({ op: 'copy', text }) as Promise<number>;
+  /**
+   * Writes a batch in the store's thread: each event checked against the schema there (see
+   * `DispatchLogWriterOptions.validate`), then `writeBatch` by COPY.
+   * @throws what the store throws (not open, connection-like errors): nothing of the batch was written.
+   */
+  async writeEvents(events: readonly DispatchEvent[]): Promise<BatchWriteResult> {
+    const { inserted, rejected } = (await this.#request({ op: 'write', json: JSON.stringify(events) })) as StoreWriteResult;
+    return { inserted, rejected: rejected.map(({ index, error }) => ({ index, error: this.#errorOf(error) })) };
   }
 
   /** Closes PGlite and ends its thread, waiting at most `timeoutMs`. Idempotent; later requests fail. */

@@ -2,11 +2,12 @@ import { join } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/load.js';
 import type { Env } from '../config/schema.js';
-import { createCopyDispatchLogRepository, createDispatchLogRepository } from '../dispatch-log/dispatch-log-repository.js';
+import { createDispatchLogRepository } from '../dispatch-log/dispatch-log-repository.js';
 import { DispatchLogWriter } from '../dispatch-log/dispatch-log-writer.js';
 import { EmbeddedStore } from '../dispatch-log/embedded-store.js';
 import { migrate } from '../dispatch-log/migrate.js';
 import { createPostgresDatabase, embeddedStoreDirectory, type SqlDatabase } from '../dispatch-log/sql-database.js';
+import { writeBatch } from '../dispatch-log/write-batch.js';
 import { createDispatchLogMetrics, type GatewayMetrics } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
 import { BullmqSink } from './bullmq-sink.js';
@@ -79,7 +80,8 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
     });
     const writer = new DispatchLogWriter({
       ...writerOptions,
-      repository: createCopyDispatchLogRepository((text) => store.copyDispatchLog(text)),
+      write: (events) => store.writeEvents(events),
+      validate: false,
       prepare: async () => {
         await migrate(store, log);
       },
@@ -99,7 +101,8 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
       },
     ));
   ensureMigrated().catch((err: unknown) => log.warn({ err }, 'dispatch log: migration at start failed; retrying before the first insert'));
-  const writer = new DispatchLogWriter({ ...writerOptions, repository: createDispatchLogRepository(db), prepare: ensureMigrated });
+  const repository = createDispatchLogRepository(db);
+  const writer = new DispatchLogWriter({ ...writerOptions, write: (events) => writeBatch(repository, events), prepare: ensureMigrated });
   return new InProcessSink({ writer, db, spool, metrics, logger: log, chunkSize: config.events.batchSize });
 }
 
