@@ -114,7 +114,7 @@ export async function waitForSettled(gatewayUrl: string, mode: SinkMode, timeout
     const done = counter(text, takenCounter(mode)) + counter(text, 'boo_events_invalid_total') + sumOf(text, 'boo_events_dropped_total');
     if (done >= counter(text, 'boo_events_published_total')) return;
     if (Date.now() > deadline) throw new Error(`gateway sink (${mode}) still busy ${timeoutMs} ms after the load`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 
