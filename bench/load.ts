@@ -10,7 +10,10 @@ export interface LoadOptions {
   readonly seconds: number;
   /** Processes whose CPU time is read around the measured window. */
   readonly pids: readonly number[];
-  /** Awaited after the load and before CPU is read: work the requests left behind counts too. */
+  /**
+   * Awaited after the warm-up (before CPU is first read) and after the load (before it is read
+   * again): the work the measured requests left behind counts, and only theirs.
+   */
   readonly settle?: () => Promise<void>;
 }
 
@@ -88,7 +91,11 @@ function run(options: LoadOptions, seconds: number, samples: Samples | undefined
  * `settle` that follows it) only.
  */
 export async function measureLoad(options: LoadOptions): Promise<LoadResult> {
-  if (options.warmupSeconds > 0) await run(options, options.warmupSeconds, undefined);
+  if (options.warmupSeconds > 0) {
+    await run(options, options.warmupSeconds, undefined);
+    // The warm-up's own leftovers (events still on their way) must not land in the window.
+    await options.settle?.();
+  }
   const samples: Samples = { latency: [], ttfb: [], statuses: 0 };
   const cpuBefore = options.pids.map(cpuMicros);
   const startedAt = performance.now();
