@@ -13,8 +13,8 @@ export interface DispatchLogWriterOptions {
   write: (events: readonly DispatchEvent[]) => Promise<BatchWriteResult>;
   /**
    * Whether `push` checks each event against the schema (default true). Off when `write` checks
-   * them itself, off this thread: in the gateway's thread the check cost about as much as the rest
-   * of a request's event (measured in the bench, embedded mode).
+   * them itself, in another thread: under load, in the gateway's thread, the check took it from
+   * about 103 to 200 µs of CPU a request (embedded mode, 6 s at 50 connections, two runs each).
    */
   validate?: boolean;
   metrics: DispatchLogMetrics;

@@ -86,11 +86,6 @@ export class EmbeddedStore implements SqlDatabase {
     this.#options = options;
   }
 
-  /** True while the store's thread runs (PGlite open or opening). */
-  get isOpen(): boolean {
-    return this.#worker !== undefined;
-  }
-
   async exec(text: string): Promise<void> {
     await this.#request({ op: 'exec', text });
   }

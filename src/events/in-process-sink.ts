@@ -22,8 +22,9 @@ export interface InProcessSinkOptions {
  * Embedded mode (no Redis): events go straight to the batch writer in this process. When the
  * writer holds its bound of events (the store is slow, down, or still opening), new events go
  * to the spool on disk instead, counted in `boo_events_spooled_total` and logged, and come back
- * to the writer as it drains: memory stays bounded and nothing is dropped unless the spool is
- * full too (`boo_events_dropped_total{reason="spool_full"}`) or the disk cannot keep up (`buffer_full`). Events that took the spool may be
+ * to the writer as it drains: memory stays bounded, and events are dropped (counted in
+ * `boo_events_dropped_total`, logged) only when the spool is full too (`spool_full`) or its
+ * appends fall behind by the writer's bound (`buffer_full`). Events that took the spool may be
  * written after later ones; each row keeps its `created_at`. What is still unwritten at shutdown
  * goes to the spool and is written after the next start; a crash loses what was in memory.
  */
@@ -78,7 +79,7 @@ export class InProcessSink implements EventSink {
 
   #toSpool(event: DispatchEvent): void {
     const { logger, writer } = this.#options;
-    // The spool's appends are the bound on this array: past the writer's own bound, events drop.
+    // Bounded like the writer: appends that fall that far behind mean a disk that cannot keep up.
     if (this.#overflow.length >= writer.maxBuffered) {
       this.#drop('buffer_full', 1);
       return;
