@@ -86,6 +86,15 @@ function run(options: LoadOptions, seconds: number, samples: Samples | undefined
 }
 
 /**
+ * Drives a target for `seconds` and measures nothing: a process's JIT compilers (V8's for
+ * JavaScript, and for WebAssembly, such as the embedded store's PGlite) reach their steady state.
+ */
+export async function warmUp(options: Omit<LoadOptions, 'warmupSeconds' | 'seconds' | 'pids'>, seconds: number): Promise<void> {
+  await run({ ...options, warmupSeconds: 0, seconds, pids: [] }, seconds, undefined);
+  await options.settle?.();
+}
+
+/**
  * Warms the target up, then drives it with autocannon for `seconds` at `connections`, one request
  * in flight per connection, and reads the servers' CPU time around the measured window (and the
  * `settle` that follows it) only.
