@@ -4,7 +4,8 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# The sources are not here yet: `prepare` (the build) runs below, once they are.
+RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY . .
 RUN npm run build
 
@@ -16,7 +17,7 @@ ENV NODE_ENV=production \
     BOO_CONFIG=/app/config/gateway.example.yaml
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/migrations ./migrations
 # The breaker store's Lua scripts: tsc emits no .lua into dist/, and the code finds them here.
@@ -25,6 +26,5 @@ COPY config ./config
 RUN mkdir -p /app/data && chown node:node /app/data
 USER node
 EXPOSE 4000 9465
-# `npm start` would rebuild (prestart); the image runs the compiled entry directly so SIGTERM
-# reaches node, not npm.
+# The image runs the compiled entry directly (not `npm start`) so SIGTERM reaches node, not npm.
 CMD ["node", "dist/src/main.js"]

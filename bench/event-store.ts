@@ -75,19 +75,52 @@ function counter(metrics: string, name: string): number {
   return match ? Number(match[1]) : 0;
 }
 
+async function metricsText(gatewayUrl: string): Promise<string> {
+  const answer = await request(`${gatewayUrl}/metrics`);
+  return answer.body.text();
+}
+
+/** The counter that says an event has gone all the way through the sink of `mode`. */
+const takenCounter = (mode: SinkMode) => (mode === 'redis' ? 'boo_events_enqueued_total' : 'boo_events_inserted_total');
+
+/** Events the gateway's sink has taken all the way (queued in Redis, or committed by the embedded store). */
+export async function eventsTaken(gatewayUrl: string, mode: SinkMode): Promise<number> {
+  return counter(await metricsText(gatewayUrl), takenCounter(mode));
+}
+
 /**
  * Waits until the gateway's sink has taken `count` events all the way (queued in Redis, or
  * inserted by the embedded writer): PGlite opens and migrates in the background for seconds
  * (tens on a loaded box), and a measurement during that would be of PGlite's start.
  */
 export async function waitForSink(gatewayUrl: string, mode: SinkMode, count: number, timeoutMs: number): Promise<void> {
-  const name = mode === 'redis' ? 'boo_events_enqueued_total' : 'boo_events_inserted_total';
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const answer = await request(`${gatewayUrl}/metrics`);
-    const text = await answer.body.text();
-    if (counter(text, name) >= count) return;
-    if (Date.now() > deadline) throw new Error(`gateway sink (${mode}) did not take ${count} events within ${timeoutMs} ms (${name})`);
+    if ((await eventsTaken(gatewayUrl, mode)) >= count) return;
+    if (Date.now() > deadline) throw new Error(`gateway sink (${mode}) did not take ${count} events within ${timeoutMs} ms (${takenCounter(mode)})`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
+}
+
+/**
+ * Waits until every event the gateway published has gone through its sink (or was counted as
+ * invalid or dropped), so that a round's CPU includes the work its requests left behind: an
+ * embedded store that inserted after the measured window would otherwise look free.
+ */
+export async function waitForSettled(gatewayUrl: string, mode: SinkMode, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await metricsText(gatewayUrl);
+    const done = counter(text, takenCounter(mode)) + counter(text, 'boo_events_invalid_total') + sumOf(text, 'boo_events_dropped_total');
+    if (done >= counter(text, 'boo_events_published_total')) return;
+    if (Date.now() > deadline) throw new Error(`gateway sink (${mode}) still busy ${timeoutMs} ms after the load`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** The sum of every series of a counter. */
+function sumOf(metrics: string, name: string): number {
+  let total = 0;
+  for (const match of metrics.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) total += Number(match[1]);
+  return total;
 }

@@ -10,6 +10,11 @@ export interface LoadOptions {
   readonly seconds: number;
   /** Processes whose CPU time is read around the measured window. */
   readonly pids: readonly number[];
+  /**
+   * Awaited after the warm-up (before CPU is first read) and after the load (before it is read
+   * again): the work the measured requests left behind counts, and only theirs.
+   */
+  readonly settle?: () => Promise<void>;
 }
 
 export interface LoadResult {
@@ -81,16 +86,31 @@ function run(options: LoadOptions, seconds: number, samples: Samples | undefined
 }
 
 /**
+ * Drives a target for `seconds` and measures nothing: a process's JIT compilers (V8's for
+ * JavaScript, and for WebAssembly, such as the embedded store's PGlite) reach their steady state.
+ */
+export async function warmUp(options: Omit<LoadOptions, 'warmupSeconds' | 'seconds' | 'pids'>, seconds: number): Promise<void> {
+  await run({ ...options, warmupSeconds: 0, seconds, pids: [] }, seconds, undefined);
+  await options.settle?.();
+}
+
+/**
  * Warms the target up, then drives it with autocannon for `seconds` at `connections`, one request
- * in flight per connection, and reads the servers' CPU time around the measured window only.
+ * in flight per connection, and reads the servers' CPU time around the measured window (and the
+ * `settle` that follows it) only.
  */
 export async function measureLoad(options: LoadOptions): Promise<LoadResult> {
-  if (options.warmupSeconds > 0) await run(options, options.warmupSeconds, undefined);
+  if (options.warmupSeconds > 0) {
+    await run(options, options.warmupSeconds, undefined);
+    // The warm-up's own leftovers (events still on their way) must not land in the window.
+    await options.settle?.();
+  }
   const samples: Samples = { latency: [], ttfb: [], statuses: 0 };
   const cpuBefore = options.pids.map(cpuMicros);
   const startedAt = performance.now();
   const result = await run(options, options.seconds, samples);
   const elapsed = (performance.now() - startedAt) / 1000;
+  await options.settle?.();
   const cpuAfter = options.pids.map(cpuMicros);
   const latency = Float64Array.from(samples.latency).sort();
   const ttfb = Float64Array.from(samples.ttfb).sort();

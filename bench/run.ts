@@ -6,11 +6,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
-import { prepareEventStore, sinkModes, waitForSink, type EventStore, type SinkMode } from './event-store.js';
-import { combineRounds, measureLoad, type LoadResult } from './load.js';
+import { eventsTaken, prepareEventStore, sinkModes, waitForSettled, waitForSink, type EventStore, type SinkMode } from './event-store.js';
+import { combineRounds, measureLoad, warmUp, type LoadResult } from './load.js';
 import { measureManyStreams } from './many-streams.js';
 import { gatewayConfig, requestBody } from './scenario.js';
 import { memory } from './proc-stats.js';
+import { measureIdleStart, measureRowsVisible, type RowsVisibleResult, type StartUpResult } from './start-up.js';
 import { addedMs, cpuRatio, cpuRatiosByRound, renderMarkdown, type BenchReport, type Check, type ScenarioRow, type StreamsRow } from './report.js';
 import {
   killAllServers,
@@ -26,8 +27,11 @@ import {
 
 /**
  * `npm run bench`: a mock upstream, then direct / nginx / a no-framework Node forwarder / the
- * gateway (production entry point, auth on, breakers, metrics, event sink, logging at info),
- * non-streaming and streaming at 50 connections and at 1, then many slow streams at once.
+ * gateway (production entry point, auth on, breakers, metrics, event sink, logging at info) /
+ * the gateway in embedded mode (the same entry point with neither REDIS_URL nor DATABASE_URL,
+ * as a bare `npm start` runs), non-streaming and streaming at 50 connections and at 1, then many
+ * slow streams at once. The embedded gateway is started first, alone, and watched through its
+ * first seconds (health checks, memory), then asked for 1,000 dispatches whose rows are timed.
  * Loopback only; stops by itself (a hard deadline kills everything it started).
  */
 
@@ -44,7 +48,11 @@ const { values: args } = parseArgs({
     streams: { type: 'string', default: '2000' },
     'no-streams': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
-    deadline: { type: 'string', default: '240' },
+    deadline: { type: 'string', default: '300' },
+    // Seconds of load every forwarder gets before the first scenario.
+    warmup: { type: 'string', default: '3' },
+    // How long the embedded gateway is watched, idle, from "listening" on.
+    'idle-seconds': { type: 'string', default: '10' },
     sink: { type: 'string', default: 'redis' },
     // Default: a redis-server of the bench's own on the load generator's CPU (see startRedis).
     'redis-url': { type: 'string' },
@@ -129,6 +137,26 @@ async function main(): Promise<void> {
   if (wanted('floor')) {
     targets.push(await startNodeServer(pinning, 'floor', join(here, 'floor-forwarder.js'), { UPSTREAM_URL: mock.url }, dir, { nodeArgs: profileArgs }));
   }
+  const configDir = join(dir, 'config');
+  mkdirSync(configDir);
+  const configPath = join(configDir, 'gateway.yaml');
+  writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex')));
+  const gatewayScript = join(repoRoot, 'dist', 'src', 'main.js');
+
+  let embedded: ServerProcess | undefined;
+  let startUp: StartUpResult | undefined;
+  let rowsVisible: RowsVisibleResult | undefined;
+  if (wanted('embedded')) {
+    // First, alone on a quiet machine, and as a bare `npm start` runs: ./gateway.yaml and ./data
+    // of its working directory, no REDIS_URL, no DATABASE_URL (PORT and HOST keep it on loopback).
+    const spawnedAt = performance.now();
+    embedded = await startGateway(pinning, gatewayScript, { PORT: '0', HOST: '127.0.0.1' }, dir, { nodeArgs: profileArgs, cwd: configDir, name: 'embedded' });
+    startUp = await measureIdleStart(embedded.url, embedded.pid, performance.now() - spawnedAt, Number(args['idle-seconds']));
+    const { url } = embedded;
+    rowsVisible = await measureRowsVisible({ url, headers, body: requestBody(false), count: 1_000, countRows: () => eventsTaken(url, 'pglite'), timeoutMs: 60_000 });
+    process.stderr.write(`bench: embedded start: worst /healthz ${startUp.healthzWorstMs.toFixed(1)} ms; 1,000 rows ${Math.round(rowsVisible.visibleAfterMs)} ms after the last response\n`);
+    targets.push(embedded);
+  }
   let gateway: ServerProcess | undefined;
   let store: EventStore | undefined;
   let redis: ServerProcess | undefined;
@@ -145,11 +173,9 @@ async function main(): Promise<void> {
     }
     store = await prepareEventStore(sinkMode, redisUrl, args['postgres-url']);
     disposeStore = () => store!.dispose();
-    const configPath = join(dir, 'gateway.yaml');
-    writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex')));
     gateway = await startGateway(
       pinning,
-      join(repoRoot, 'dist', 'src', 'main.js'),
+      gatewayScript,
       { BOO_CONFIG: configPath, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env },
       dir,
       { nodeArgs: profileArgs },
@@ -159,6 +185,21 @@ async function main(): Promise<void> {
   for (const target of targets) await sanityCheck(target, headers);
   // The sanity check published two events: measure once the sink has taken them end to end.
   if (gateway && store) await waitForSink(gateway.url, store.mode, 2, 60_000);
+  if (embedded) await waitForSettled(embedded.url, 'pglite', 60_000);
+  /** After each round of a gateway, the events of its requests must be through its sink before its CPU is read. */
+  const settleOf = (target: ServerProcess): (() => Promise<void>) | undefined => {
+    if (target === embedded) return () => waitForSettled(target.url, 'pglite', 60_000);
+    if (target === gateway && store) return () => waitForSettled(target.url, store!.mode, 60_000);
+    return undefined;
+  };
+
+  // Every forwarder gets the same long warm-up first: the rounds' short ones leave the first
+  // scenario with compilation still going on, most of all in the embedded store, whose PGlite
+  // moves to optimised WebAssembly only as rows go through it.
+  for (const target of targets.filter((t) => t.name !== 'direct')) {
+    const settle = settleOf(target);
+    await warmUp({ url: `${target.url}/v1/chat/completions`, headers, body: requestBody(false), connections: 50, ...(settle ? { settle } : {}) }, Number(args.warmup));
+  }
 
   const rows: ScenarioRow[] = [];
   const runs = args.runs?.split(',');
@@ -170,6 +211,7 @@ async function main(): Promise<void> {
       // Alternate the order, so no target always runs first (or last) in a round.
       for (const target of round % 2 === 0 ? measured : [...measured].reverse()) {
         const isDirect = target.name === 'direct';
+        const settle = settleOf(target);
         const result = await measureLoad({
           url: `${target.url}/v1/chat/completions`,
           headers,
@@ -179,6 +221,7 @@ async function main(): Promise<void> {
           warmupSeconds: round === 0 ? 1 : 0.25,
           seconds: scenario.seconds / rounds,
           pids: isDirect ? [mock.pid] : [target.pid, mock.pid],
+          ...(settle ? { settle } : {}),
         });
         roundsOf.get(target.name)!.push(result);
         // No worker drains the bench's queue: jobs of one round are dropped before the next.
@@ -256,6 +299,48 @@ async function main(): Promise<void> {
   const sseC1 = row('sse c=1', 'gateway');
   const addedTtfb = sseC1 ? addedMs(rows, sseC1, 'ttfbP50Ms') : NaN;
   checks.push({ name: 'added time to first streamed byte, c=1 (p50)', target: '≤ 0.3 ms', measured: Number.isFinite(addedTtfb) ? `${addedTtfb.toFixed(3)} ms` : '–', pass: Number.isFinite(addedTtfb) ? addedTtfb <= 0.3 : undefined });
+  const embeddedJson = row('json c=50', 'embedded');
+  const embeddedCpuRatio = embeddedJson && floorJson ? cpuRatio(rows, embeddedJson) : NaN;
+  checks.push({
+    name: 'embedded: CPU per request (json c=50)',
+    target: '≤ 2.0× floor',
+    measured: Number.isFinite(embeddedCpuRatio)
+      ? `${embeddedCpuRatio.toFixed(2)}× (${Math.round(embeddedJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs; rounds ${cpuRatiosByRound(rows, embeddedJson!)
+          .map((ratio) => ratio.toFixed(2))
+          .join(', ')})`
+      : '–',
+    pass: Number.isFinite(embeddedCpuRatio) ? embeddedCpuRatio <= 2.0 : undefined,
+  });
+  const embeddedC1 = row('json c=1', 'embedded');
+  const embeddedAdded = embeddedC1 ? addedMs(rows, embeddedC1, 'p50Ms') : NaN;
+  checks.push({
+    name: 'embedded: added latency, json c=1 (p50)',
+    target: '≤ 0.2 ms',
+    measured: Number.isFinite(embeddedAdded) ? `${embeddedAdded.toFixed(3)} ms` : '–',
+    pass: Number.isFinite(embeddedAdded) ? embeddedAdded <= 0.2 : undefined,
+  });
+  if (startUp) {
+    const idle = args['idle-seconds'];
+    checks.push(
+      { name: 'embedded: from spawn to "listening"', target: '≤ 1,000 ms', measured: `${Math.round(startUp.listenMs)} ms`, pass: startUp.listenMs <= 1_000 },
+      {
+        name: `embedded: worst /healthz, first ${idle} s after "listening"`,
+        target: '< 50 ms',
+        measured: `${startUp.healthzWorstMs.toFixed(1)} ms at +${Math.round(startUp.healthzWorstAtMs)} ms (p99 ${startUp.healthzP99Ms.toFixed(1)} ms, ${startUp.healthChecks} checks)`,
+        pass: startUp.healthzWorstMs < 50,
+      },
+      { name: `embedded: RSS after ${idle} s idle`, target: '< 150 MB', measured: `${(startUp.rssIdleBytes / 1048576).toFixed(1)} MB`, pass: startUp.rssIdleBytes < 150 * 1048576 },
+      { name: 'embedded: peak RSS during start', target: '< 250 MB', measured: `${(startUp.peakRssBytes / 1048576).toFixed(1)} MB`, pass: startUp.peakRssBytes < 250 * 1048576 },
+    );
+  }
+  if (rowsVisible) {
+    checks.push({
+      name: 'embedded: rows of 1,000 dispatches committed, after the last response',
+      target: '≤ 2,000 ms',
+      measured: `${Math.round(rowsVisible.visibleAfterMs)} ms`,
+      pass: rowsVisible.visibleAfterMs <= 2_000,
+    });
+  }
   const many = streams.find((s) => s.target === 'gateway')?.result;
   const manyRss = many?.rssAllOpenBytes ?? NaN;
   checks.push({
@@ -288,9 +373,12 @@ async function main(): Promise<void> {
       'load average (1 min) at start / end': `${loadAtStart[0]!.toFixed(2)} / ${loadAtEnd[0]!.toFixed(2)}`,
       nginx: nginx ?? 'not run',
       commit: commit(),
-      'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), in ${rounds} rounds, each after a warm-up (1 s before the first, 0.25 s before the others)`,
+      'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), in ${rounds} rounds, each after a warm-up (1 s before the first, 0.25 s before the others), and ${args.warmup} s of load on every forwarder before the first scenario`,
       gateway: 'dist/src/main.js (as npm start runs it): auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
       'event sink': store?.description ?? 'not run',
+      embedded: embedded
+        ? 'dist/src/main.js with ./gateway.yaml and ./data of its working directory, no REDIS_URL or DATABASE_URL (a bare npm start): the embedded store in the gateway process'
+        : 'not run',
     },
     rows,
     peakRssBytes,

@@ -59,11 +59,12 @@ function spawnPinned(
   env: Record<string, string>,
   logFile: string,
   cpu = pinning.serverCpu,
+  cwd?: string,
 ): ChildProcess {
   const log = openSync(logFile, 'a');
   const [file, argv] = cpu === undefined ? [command, args] : ['taskset', ['-c', String(cpu), command, ...args]];
   // taskset execs the command, so the pid is the server's own.
-  const child = spawn(file, argv, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', log, log] });
+  const child = spawn(file, argv, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', log, log], ...(cwd ? { cwd } : {}) });
   closeSync(log);
   children.add(child);
   child.once('exit', () => children.delete(child));
@@ -100,6 +101,10 @@ function stopper(child: ChildProcess): () => Promise<void> {
 export interface NodeLaunch {
   readonly nodeArgs?: readonly string[];
   readonly launcher?: readonly string[];
+  /** Working directory (default: the bench's own). */
+  readonly cwd?: string;
+  /** The server's name in the report and its log file's (default `gateway`, for startGateway). */
+  readonly name?: string;
 }
 
 function nodeCommand(script: string, { nodeArgs = [], launcher = [] }: NodeLaunch): [string, string[]] {
@@ -133,10 +138,11 @@ export async function startGateway(
   dir: string,
   launch: NodeLaunch = {},
 ): Promise<ServerProcess> {
-  const logFile = join(dir, 'gateway.log');
-  const child = spawnPinned(pinning, ...nodeCommand(script, launch), env, logFile);
-  const [, url] = await waitForLog(logFile, /"url":"(http:\/\/[^"]+)"[^\n]*boo-gateway listening/m, child, 'gateway', readyTimeoutMs(launch));
-  return { name: 'gateway', pid: child.pid!, url: url!, stop: stopper(child) };
+  const name = launch.name ?? 'gateway';
+  const logFile = join(dir, `${name}.log`);
+  const child = spawnPinned(pinning, ...nodeCommand(script, launch), env, logFile, pinning.serverCpu, launch.cwd);
+  const [, url] = await waitForLog(logFile, /"url":"(http:\/\/[^"]+)"[^\n]*boo-gateway listening/m, child, name, readyTimeoutMs(launch));
+  return { name, pid: child.pid!, url: url!, stop: stopper(child) };
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { DispatchEvent } from '../events/dispatch-event.js';
-import type { SqlDatabase } from './sql-database.js';
+import type { PgliteDatabase, SqlDatabase } from './sql-database.js';
 
 /** Writes dispatch events to `route_dispatch_log`. */
 export interface DispatchLogRepository {
@@ -43,5 +43,66 @@ export function createDispatchLogRepository(db: SqlDatabase): DispatchLogReposit
       const { count } = await db.query(insertStatement, [JSON.stringify(events)]);
       return count;
     },
+  };
+}
+
+// COPY's column list: the insert statement's, in the order `toCopyText` writes the values.
+const copyColumns = `virtual_model, chosen_provider_id, chosen_model, candidates_tried, status, source, error, duration_ms,
+  id, created_at, request_id, requested_model, attempts, ttfb_ms, stream, prompt_tokens, completion_tokens, replica`;
+
+const uniqueViolation = '23505';
+const copyEscapes: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
+const needsEscape = /[\\\t\n\r]/;
+const escapeCopy = (value: string) => (needsEscape.test(value) ? value.replace(/[\\\t\n\r]/g, (char) => copyEscapes[char]!) : value);
+const copyText = (value: string | null) => (value === null ? '\\N' : escapeCopy(value));
+const copyNumber = (value: number | null) => (value === null ? '\\N' : String(value));
+
+/**
+ * Events as rows of COPY's text format (tab-separated, `\N` for null, backslash escapes), in
+ * the column order of {@link copyDispatchLog}. Values are not checked here: what Postgres
+ * refuses fails the COPY with a data error, which `writeBatch` isolates.
+ */
+export function toCopyText(events: readonly DispatchEvent[]): string {
+  let text = '';
+  for (const e of events) {
+    text +=
+      `${copyText(e.virtual_model)}\t${copyText(e.chosen_provider_id)}\t${copyText(e.chosen_model)}\t${escapeCopy(JSON.stringify(e.candidates_tried))}\t` +
+      `${copyText(e.status)}\t${copyText(e.source)}\t${copyText(e.error)}\t${copyNumber(e.duration_ms)}\t${copyText(e.id)}\t${copyText(e.created_at)}\t` +
+      `${copyText(e.request_id)}\t${copyText(e.requested_model)}\t${escapeCopy(JSON.stringify(e.attempts))}\t${copyNumber(e.ttfb_ms)}\t` +
+      `${e.stream ? 't' : 'f'}\t${copyNumber(e.prompt_tokens)}\t${copyNumber(e.completion_tokens)}\t${copyText(e.replica)}\n`;
+  }
+  return text;
+}
+
+/**
+ * Writes rows in COPY's text format (`toCopyText`) to `route_dispatch_log` on PGlite,
+ * idempotent on `id` like `insertBatch`. COPY costs PGlite about 21 µs a row where the
+ * json_to_recordset statement costs 39 (measured, 1,000-row batches): half of that is parsing
+ * the JSON in WASM. COPY has no ON CONFLICT, so a batch that meets a row already there (a replay
+ * after a crash) goes again through a temporary table, skipping those rows.
+ * @returns the new rows.
+ * @throws the driver's error (row data errors included: the whole batch is then not written).
+ */
+export async function copyDispatchLog(db: PgliteDatabase, text: string): Promise<number> {
+  if (text === '') return 0;
+  try {
+    return await db.copyFrom(`COPY route_dispatch_log (${copyColumns}) FROM '/dev/blob'`, text);
+  } catch (err: unknown) {
+    if ((err as { code?: unknown }).code !== uniqueViolation) throw err;
+  }
+  await db.exec(`CREATE TEMP TABLE IF NOT EXISTS route_dispatch_log_incoming (LIKE route_dispatch_log INCLUDING DEFAULTS);
+    TRUNCATE route_dispatch_log_incoming`);
+  await db.copyFrom(`COPY route_dispatch_log_incoming (${copyColumns}) FROM '/dev/blob'`, text);
+  const { count } = await db.query(
+    `INSERT INTO route_dispatch_log (${copyColumns}) SELECT ${copyColumns} FROM route_dispatch_log_incoming ON CONFLICT (id) DO NOTHING`,
+  );
+  await db.exec('TRUNCATE route_dispatch_log_incoming');
+  return count;
+}
+
+/** The repository over PGlite by COPY (`copyDispatchLog`): the embedded store's. */
+export function createCopyDispatchLogRepository(db: PgliteDatabase): DispatchLogRepository {
+  return {
+    insertBatch: (events) => (events.length === 0 ? Promise.resolve(0) : copyDispatchLog(db, toCopyText(events))),
   };
 }

@@ -1,6 +1,6 @@
 import { loadEnv } from '../config/load.js';
 import { createLogger } from '../shared/logger.js';
-import { migrate } from './migrate.js';
+import { migrate, storeTemplateDirectory } from './migrate.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase } from './sql-database.js';
 
 // `npm run migrate`: applies pending migrations to DATABASE_URL, or to the embedded store
@@ -10,7 +10,7 @@ async function main(): Promise<void> {
   const logger = createLogger(env.LOG_LEVEL);
   const db = env.DATABASE_URL
     ? createPostgresDatabase(env.DATABASE_URL, logger, { maxConnections: 1, statementTimeoutMs: 0, applicationName: 'boo-migrate' })
-    : await openPgliteDatabase(embeddedStoreDirectory(env.BOO_DATA_DIR));
+    : await openPgliteDatabase(embeddedStoreDirectory(env.BOO_DATA_DIR), storeTemplateDirectory());
   try {
     const applied = await migrate(db, logger);
     logger.info({ applied, store: db.kind }, applied.length > 0 ? 'migrations applied' : 'schema is current');

@@ -27,6 +27,11 @@ export function findMigrationsDirectory(from: string = dirname(fileURLToPath(imp
   }
 }
 
+/** Where `npm run build` leaves the data directory that new embedded stores are copied from. */
+export function storeTemplateDirectory(): string {
+  return join(dirname(findMigrationsDirectory()), 'dist', 'pglite-template');
+}
+
 /** Reads `NNN_name.sql` files, ordered by version. @throws on a duplicate version. */
 export function readMigrations(directory: string): Migration[] {
   const migrations: Migration[] = [];

@@ -1,7 +1,6 @@
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import postgres from 'postgres';
-import { PGlite } from '@electric-sql/pglite';
 import type { Logger } from '../shared/logger.js';
 
 /** One connection's worth of SQL: what the migrator and the repository need, nothing more. */
@@ -71,13 +70,50 @@ export function createPostgresDatabase(url: string, logger: Logger, options: Pos
   };
 }
 
+/** PGlite's database, with the one thing only it offers here: COPY from memory. */
+export interface PgliteDatabase extends SqlDatabase {
+  readonly kind: 'pglite';
+  /** Runs `COPY … FROM '/dev/blob'` with `data` as its input. @returns the rows copied. */
+  copyFrom(statement: string, data: string): Promise<number>;
+}
+
+/**
+ * What PGlite may take, in the process that opens it: Postgres's own caches at a tenth of
+ * PGlite's defaults (160 MB of shared buffers). The store is an append log read by an operator
+ * now and then; its working set is the tail of five indexes. Measured on a 40 MB store: 175 MB of
+ * RSS for the whole process with these, against 300 MB with PGlite's defaults.
+ */
+const pgliteSettings = ['shared_buffers=16MB', 'wal_buffers=1MB', 'temp_buffers=1MB', 'work_mem=2MB', 'maintenance_work_mem=16MB'];
+
+/** Thrown when another live process holds an embedded store. */
+export class StoreLockedError extends Error {
+  readonly code = 'store_locked';
+}
+
 /**
  * PGlite (Postgres compiled to WASM) persisted under `directory`: the store of a bare
- * `npm start`. One process at a time may open a directory.
+ * `npm start`. One process at a time may open a directory: PGlite does not check, and two of
+ * them corrupt it, so a lock file beside it (`<directory>.lock`, holding the pid) is taken
+ * first and removed by `close`. A lock left by a dead process is taken over.
+ *
+ * A new store is a copy of `template` when given and present (a data directory made by
+ * `npm run build`, see store-template-cli.ts): PGlite's own initdb takes about 5 s of CPU and
+ * 700 MB of memory, a copy a few milliseconds.
+ * @throws StoreLockedError when a live process holds the lock.
  */
-export async function openPgliteDatabase(directory: string): Promise<SqlDatabase> {
-  mkdirSync(directory, { recursive: true });
-  const db = await PGlite.create(directory);
+export async function openPgliteDatabase(directory: string, template?: string): Promise<PgliteDatabase> {
+  const lock = acquireStoreLock(directory);
+  let db: import('@electric-sql/pglite').PGlite;
+  try {
+    if (template && !existsSync(join(directory, 'PG_VERSION')) && existsSync(join(template, 'PG_VERSION'))) copyStore(template, directory);
+    mkdirSync(directory, { recursive: true });
+    // Imported here, not at the top: the gateway's own thread never loads PGlite (see embedded-store.ts).
+    const { PGlite } = await import('@electric-sql/pglite');
+    db = await PGlite.create(directory, { startParams: [...PGlite.defaultStartParams, ...pgliteSettings.flatMap((setting) => ['-c', setting])] });
+  } catch (err: unknown) {
+    lock.release();
+    throw err;
+  }
   let closed: Promise<void> | undefined;
   // PGlite is a single connection already, so a "session" is the database itself.
   const session: SqlSession = {
@@ -93,23 +129,50 @@ export async function openPgliteDatabase(directory: string): Promise<SqlDatabase
     kind: 'pglite',
     ...session,
     withSession: (fn) => fn(session),
-    close: () => (closed ??= db.closed ? Promise.resolve() : db.close()),
+    copyFrom: async (statement, data) => (await db.query(statement, [], { blob: new Blob([data]) })).affectedRows ?? 0,
+    close: () =>
+      (closed ??= (db.closed ? Promise.resolve() : db.close()).finally(() => {
+        lock.release();
+      })),
   };
 }
 
-/**
- * A database whose opening finishes in the background: each call waits for it. PGlite takes
- * seconds to start (tens on a loaded 2-core machine); the gateway serves meanwhile and its
- * events wait in the writer. A failed opening fails every call, which the writer reports and retries.
- */
-export function deferDatabase(kind: SqlDatabase['kind'], opening: Promise<SqlDatabase>): SqlDatabase {
-  return {
-    kind,
-    exec: async (text) => (await opening).exec(text),
-    query: async (text, params) => (await opening).query(text, params),
-    withSession: async (fn) => (await opening).withSession(fn),
-    close: async (timeoutMs) => (await opening).close(timeoutMs),
-  };
+/** Copies a closed store to `directory` (replaced): into a sibling first, so a crash leaves no half store. */
+function copyStore(from: string, directory: string): void {
+  const partial = `${directory}.partial`;
+  rmSync(partial, { recursive: true, force: true });
+  cpSync(from, partial, { recursive: true });
+  rmSync(directory, { recursive: true, force: true });
+  renameSync(partial, directory);
+}
+
+/** Takes `<directory>.lock` for this process. @throws StoreLockedError when a live process holds it. */
+function acquireStoreLock(directory: string): { release(): void } {
+  const path = `${directory}.lock`;
+  mkdirSync(dirname(path), { recursive: true });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(path, String(process.pid), { flag: 'wx' });
+      return { release: () => rmSync(path, { force: true }) };
+    } catch (err: unknown) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+    }
+    const holder = Number.parseInt(readFileSync(path, 'utf8'), 10);
+    // This process opens a store once at a time (embedded-store.ts), so its own pid on the lock
+    // is that of a store thread that died without closing.
+    if (holder !== process.pid && isAlive(holder)) throw new StoreLockedError(`the embedded store ${directory} is open in process ${holder} (${path})`);
+    rmSync(path, { force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err: unknown) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Where the embedded store lives inside `BOO_DATA_DIR`. */

@@ -4,8 +4,10 @@ import type { Config } from '../config/load.js';
 import type { Env } from '../config/schema.js';
 import { createDispatchLogRepository } from '../dispatch-log/dispatch-log-repository.js';
 import { DispatchLogWriter } from '../dispatch-log/dispatch-log-writer.js';
+import { EmbeddedStore } from '../dispatch-log/embedded-store.js';
 import { migrate } from '../dispatch-log/migrate.js';
-import { createPostgresDatabase, deferDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../dispatch-log/sql-database.js';
+import { createPostgresDatabase, embeddedStoreDirectory, type SqlDatabase } from '../dispatch-log/sql-database.js';
+import { writeBatch } from '../dispatch-log/write-batch.js';
 import { createDispatchLogMetrics, type GatewayMetrics } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
 import { BullmqSink } from './bullmq-sink.js';
@@ -25,7 +27,8 @@ export interface EventSinkDeps {
  * Builds the gateway's event sink from the environment:
  * - `REDIS_URL` set: BullMQ producer with a spool under `BOO_DATA_DIR/spool` (the worker writes rows);
  * - unset: the batch writer in this process, into `DATABASE_URL` or, unset, PGlite under
- *   `BOO_DATA_DIR/pglite`, migrated on open.
+ *   `BOO_DATA_DIR/pglite` in a thread of its own, opened and migrated with the first event
+ *   (see `EmbeddedStore`). At the writer's memory bound, events go to the spool.
  * Opens no connection the caller did not ask for by setting these variables.
  * @throws when the embedded store or the spool cannot be opened (local disk problems).
  */
@@ -58,12 +61,36 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
     };
   }
 
-  // Neither store holds up the start: PGlite takes seconds to open (tens on a loaded machine)
-  // and a Postgres may be down. Events wait in the writer until the store is migrated.
-  const db: SqlDatabase = env.DATABASE_URL
-    ? createPostgresDatabase(env.DATABASE_URL, log, { applicationName: 'boo-gateway' })
-    : deferDatabase('pglite', openPgliteDatabase(embeddedStoreDirectory(env.BOO_DATA_DIR)));
-  // One migration at a time: PGlite is a single session, where the advisory lock does not exclude.
+  // The writer's memory is the gateway's: beyond a few batches, events wait in the spool on disk.
+  const maxBuffered = Math.min(config.events.maxBuffered, embeddedBatchesInMemory * config.events.batchSize);
+  const writerOptions = {
+    metrics: createDispatchLogMetrics(register),
+    logger: log,
+    batchSize: config.events.batchSize,
+    batchMaxWaitMs: config.events.batchMaxWaitMs,
+    maxBuffered,
+  };
+  if (!env.DATABASE_URL) {
+    // Nothing of the store is opened here: it opens in its own thread with the first event to write.
+    const store = new EmbeddedStore({
+      directory: embeddedStoreDirectory(env.BOO_DATA_DIR),
+      logger: log,
+      idleCloseMs: embeddedStoreIdleCloseMs,
+      onOpenChange: (open) => metrics.embeddedStoreOpen.set(open ? 1 : 0),
+    });
+    const writer = new DispatchLogWriter({
+      ...writerOptions,
+      write: (events) => store.writeEvents(events),
+      validate: false,
+      prepare: async () => {
+        await migrate(store, log);
+      },
+    });
+    return new InProcessSink({ writer, db: store, spool, metrics, logger: log, chunkSize: config.events.batchSize });
+  }
+
+  // A Postgres may be down at start: events wait in the writer until it is migrated.
+  const db = createPostgresDatabase(env.DATABASE_URL, log, { applicationName: 'boo-gateway' });
   let migration: Promise<void> | undefined;
   const ensureMigrated = () =>
     (migration ??= migrate(db, log).then(
@@ -74,17 +101,20 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
       },
     ));
   ensureMigrated().catch((err: unknown) => log.warn({ err }, 'dispatch log: migration at start failed; retrying before the first insert'));
-  const writer = new DispatchLogWriter({
-    repository: createDispatchLogRepository(db),
-    metrics: createDispatchLogMetrics(register),
-    logger: log,
-    batchSize: config.events.batchSize,
-    batchMaxWaitMs: config.events.batchMaxWaitMs,
-    maxBuffered: config.events.maxBuffered,
-    prepare: ensureMigrated,
-  });
+  const repository = createDispatchLogRepository(db);
+  const writer = new DispatchLogWriter({ ...writerOptions, write: (events) => writeBatch(repository, events), prepare: ensureMigrated });
   return new InProcessSink({ writer, db, spool, metrics, logger: log, chunkSize: config.events.batchSize });
 }
+
+/** Batches of events the in-process writer holds in memory at most (`events.maxBuffered` if lower). */
+const embeddedBatchesInMemory = 10;
+
+/**
+ * The embedded store closes after a minute without writes: open, it holds 170-190 MB (about half
+ * of which goes back when it closes) and it takes under a second of CPU to reopen, so a gateway
+ * that serves now and then pays for most of the store only while it serves.
+ */
+const embeddedStoreIdleCloseMs = 60_000;
 
 /** Pings the database every `intervalMs` so `/readyz` can say whether the log's store is up. */
 function startDatabaseProbe(db: SqlDatabase, logger: Logger, intervalMs = 10_000): { health: () => ComponentHealth; stop: () => Promise<void> } {

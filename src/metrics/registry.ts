@@ -107,7 +107,7 @@ export function createGatewayMetrics(register: Registry, config: Config) {
     }),
     eventsSpooled: new Counter({
       name: 'boo_events_spooled_total',
-      help: 'Dispatch events written to the local spool because the queue was unreachable',
+      help: 'Dispatch events written to the local spool: the queue was unreachable or, in embedded mode, the writer was full',
       registers,
     }),
     eventsDropped: new Counter({
@@ -124,6 +124,11 @@ export function createGatewayMetrics(register: Registry, config: Config) {
     redisUp: new Gauge({
       name: 'boo_redis_up',
       help: '1 when the gateway reaches Redis (always 0 in embedded mode)',
+      registers,
+    }),
+    embeddedStoreOpen: new Gauge({
+      name: 'boo_embedded_store_open',
+      help: 'Embedded mode: 1 while the embedded store (PGlite, in a thread of its own) is open; it opens with the first event and closes when idle',
       registers,
     }),
     // Joins breaker state (per candidate) to virtual models in PromQL, for "all candidates open" alerts.

@@ -1,10 +1,11 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
+import { createCopyDispatchLogRepository, createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
 import { migrate } from '../../src/dispatch-log/migrate.js';
-import { createPostgresDatabase, openPgliteDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
+import { createPostgresDatabase, openPgliteDatabase, StoreLockedError, type PgliteDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import { writeBatch } from '../../src/dispatch-log/write-batch.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { makeDispatchEvent, makeDispatchEvents } from '../support/dispatch-events.js';
@@ -103,6 +104,66 @@ describe.each([
     expect(result.inserted).toBe(38);
     expect(result.rejected.map((r) => r.index).sort((a, b) => a - b)).toEqual([3, 31]);
     expect(await rowCount(db)).toBe(before + 38);
+  });
+});
+
+describe('route_dispatch_log by COPY on PGlite (the embedded store)', () => {
+  let dir: string;
+  let db: PgliteDatabase;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'boo-pglite-'));
+    db = await openPgliteDatabase(join(dir, 'pglite'));
+    await migrate(db, logger);
+  });
+  afterAll(async () => {
+    await db.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('stores every field as the matching column, text with tabs, newlines and backslashes included', async () => {
+    const event = makeDispatchEvent({
+      source: 'tab\there\\ and a\nline',
+      error: 'upstream said:\t"bad"\r\n\\N \\ é 🦉',
+      candidates_tried: ['a/m\\1', 'b/"q"'],
+      attempts: [{ candidate: 'a/m\\1', outcome: 'http_5xx', http_status: 503, ms: 5 }],
+      ttfb_ms: null,
+      chosen_model: null,
+    });
+    expect(await createCopyDispatchLogRepository(db).insertBatch([event])).toBe(1);
+    const { rows } = await db.query<Record<string, unknown>>('SELECT * FROM route_dispatch_log WHERE id = $1', [event.id]);
+    const row = rows[0]!;
+    expect(new Date(row['created_at'] as string).toISOString()).toBe(event.created_at);
+    for (const key of Object.keys(event) as (keyof typeof event)[]) {
+      if (key !== 'created_at') expect([key, row[key]]).toEqual([key, event[key]]);
+    }
+  });
+
+  it('skips redelivered ids, as the insert statement does', async () => {
+    const repository = createCopyDispatchLogRepository(db);
+    const first = makeDispatchEvents(10);
+    const before = await rowCount(db);
+    expect(await repository.insertBatch(first)).toBe(10);
+    expect(await repository.insertBatch([...first.slice(3), ...makeDispatchEvents(4)])).toBe(4);
+    expect(await rowCount(db)).toBe(before + 14);
+  });
+
+  it('isolates rows the database refuses and writes the rest of the batch', async () => {
+    const events = makeDispatchEvents(20);
+    events[7] = makeDispatchEvent({ request_id: 'bad\u0000id' });
+    const result = await writeBatch(createCopyDispatchLogRepository(db), events);
+    expect(result.inserted).toBe(19);
+    expect(result.rejected.map((r) => r.index)).toEqual([7]);
+  });
+
+  it('refuses a store that another live process holds, and takes over the lock of a dead one', async () => {
+    const other = join(dir, 'other');
+    writeFileSync(`${other}.lock`, String(process.ppid));
+    await expect(openPgliteDatabase(other)).rejects.toBeInstanceOf(StoreLockedError);
+    writeFileSync(`${other}.lock`, '4194304999');
+    const taken = await openPgliteDatabase(other);
+    expect(readFileSync(`${other}.lock`, 'utf8')).toBe(String(process.pid));
+    await taken.close();
+    expect(existsSync(`${other}.lock`)).toBe(false);
   });
 });
 
