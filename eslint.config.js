@@ -62,12 +62,16 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/main.ts', 'workers/main.ts', 'src/dispatch-log/migrate-cli.ts'],
+    files: ['src/main.ts', 'workers/main.ts', 'src/dispatch-log/migrate-cli.ts', 'src/dispatch-log/query-cli.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
   {
-    files: ['**/*.js'],
+    files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
+  },
+  {
+    files: ['scripts/**/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },
   prettier,
 );

@@ -2,6 +2,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeF
 import { dirname, join } from 'node:path';
 import postgres from 'postgres';
 import type { Logger } from '../shared/logger.js';
+import type { PGlite } from '@electric-sql/pglite';
 
 /** One connection's worth of SQL: what the migrator and the repository need, nothing more. */
 export interface SqlSession {
@@ -103,7 +104,7 @@ export class StoreLockedError extends Error {
  */
 export async function openPgliteDatabase(directory: string, template?: string): Promise<PgliteDatabase> {
   const lock = acquireStoreLock(directory);
-  let db: import('@electric-sql/pglite').PGlite;
+  let db: PGlite;
   try {
     if (template && !existsSync(join(directory, 'PG_VERSION')) && existsSync(join(template, 'PG_VERSION'))) copyStore(template, directory);
     mkdirSync(directory, { recursive: true });
