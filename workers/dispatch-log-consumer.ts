@@ -2,7 +2,9 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { EventBatcher } from '../src/dispatch-log/event-batcher.js';
 import type { DispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
+import { recordFailedBatch, recordWrittenBatch } from '../src/dispatch-log/batch-outcome.js';
 import { writeBatch } from '../src/dispatch-log/write-batch.js';
+import { errorMessage } from '../src/shared/error-message.js';
 import { dispatchEventSchema, type DispatchEvent } from '../src/events/dispatch-event.js';
 import { dispatchJobBackoff, dispatchJobDataSchema, eventsOfJobData } from '../src/events/dispatch-queue.js';
 import type { DispatchLogMetrics } from '../src/metrics/registry.js';
@@ -33,13 +35,6 @@ interface PendingJob {
 interface PendingEvent {
   event: DispatchEvent;
   job: PendingJob;
-}
-
-const connectionErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT']);
-
-function isConnectionError(err: unknown): boolean {
-  const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
-  return connectionErrorCodes.has(code) || code.startsWith('08') || code === '57P01' || code === '57P03';
 }
 
 /**
@@ -157,27 +152,15 @@ export class DispatchLogConsumer {
     const started = performance.now();
     try {
       const result = await writeBatch(repository, events);
-      metrics.insertSeconds.observe((performance.now() - started) / 1000);
-      metrics.batches.labels('ok').inc();
-      metrics.batchSize.observe(batch.length);
-      metrics.inserted.inc(result.inserted);
-      const refused = new Map(result.rejected.map(({ index, error }) => [index, error]));
-      const now = Date.now();
-      batch.forEach(({ event, job }, index) => {
-        const error = refused.get(index);
-        if (error === undefined) {
-          metrics.lag.observe((now - Date.parse(event.created_at)) / 1000);
-        } else {
-          metrics.invalid.inc();
-          logger.warn({ eventId: event.id, err: error instanceof Error ? error.message : String(error) }, 'worker: dispatch event refused by the database; dropped');
-        }
+      recordWrittenBatch(metrics, logger, events, result, (performance.now() - started) / 1000);
+      for (const { job } of batch) {
         job.remaining -= 1;
         if (job.remaining === 0) job.resolve();
-      });
+      }
     } catch (err: unknown) {
-      metrics.batches.labels('error').inc();
-      metrics.errors.labels(isConnectionError(err) ? 'connection' : 'insert').inc();
-      logger.warn({ err: err instanceof Error ? err.message : String(err), events: batch.length }, 'worker: batch insert failed; its jobs will be retried');
+      // The database was migrated before the worker took its first job: it is ready.
+      recordFailedBatch(metrics, err, true);
+      logger.warn({ err: errorMessage(err), events: batch.length }, 'worker: batch insert failed; its jobs will be retried');
       const failure = err instanceof Error ? err : new Error(String(err));
       // The job is retried whole; its events in other batches may still land, and the redelivery skips them.
       for (const job of new Set(batch.map((pending) => pending.job))) job.reject(failure);

@@ -4,6 +4,7 @@ import type { DispatchLogMetrics } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
 import { EventBatcher } from './event-batcher.js';
 import type { BatchWriteResult } from './write-batch.js';
+import { recordFailedBatch, recordWrittenBatch } from './batch-outcome.js';
 
 export interface DispatchLogWriterOptions {
   /**
@@ -148,24 +149,12 @@ export class DispatchLogWriter {
           this.#ready.shift();
           this.#readyCount -= batch.length;
         }
-        metrics.batches.labels('ok').inc();
-        metrics.batchSize.observe(batch.length);
-        metrics.insertSeconds.observe(seconds);
-        metrics.inserted.inc(result.inserted);
-        const now = Date.now();
-        for (const event of batch) metrics.lag.observe((now - Date.parse(event.created_at)) / 1000);
-        if (result.rejected.length > 0) {
-          metrics.invalid.inc(result.rejected.length);
-          for (const { index, error } of result.rejected) {
-            logger.warn({ eventId: batch[index]?.id, err: error }, 'dispatch event rejected');
-          }
-        }
+        recordWrittenBatch(metrics, logger, batch, result, seconds);
         if (!this.#healthy) logger.info('dispatch log store is writable again');
         this.#healthy = true;
         delayMs = this.#options.minRetryMs ?? 100;
       } catch (err: unknown) {
-        metrics.batches.labels('error').inc();
-        metrics.errors.labels(this.#prepared ? 'insert' : 'connection').inc();
+        recordFailedBatch(metrics, err, this.#prepared);
         if (this.#healthy) logger.error({ err, buffered: this.buffered }, 'dispatch log write failed; retrying with backoff');
         this.#healthy = false;
         await new Promise<void>((resolve) => {
