@@ -1,5 +1,6 @@
 import { Pool } from 'undici';
 import { cpuMicros, memory } from './proc-stats.js';
+import { errorMessage } from '../src/shared/error-message.js';
 
 export interface ManyStreamsOptions {
   readonly url: string;
@@ -97,7 +98,7 @@ export async function measureManyStreams(options: ManyStreamsOptions): Promise<M
       if (statusCode === 200 && !first) completed++;
       else fail(`status ${statusCode}, ${first ? 'no body' : 'body'}`);
     } catch (err: unknown) {
-      fail(err instanceof Error ? err.message : String(err));
+      fail(errorMessage(err));
     } finally {
       if (!first) open--;
     }

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { startDemoFleet } from './demo-fleet.js';
 import type { FakeProvider } from './fake-provider.js';
+import { errorMessage } from '../src/shared/error-message.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Repository root, whether this runs compiled (dist/simulator) or through tsx (simulator). */
@@ -47,7 +48,7 @@ async function waitForReady(url: string, child: ChildProcess, timeoutMs: number)
       if (res.ok) return;
       lastProblem = `/readyz answered ${res.status}`;
     } catch (err: unknown) {
-      lastProblem = err instanceof Error ? err.message : String(err);
+      lastProblem = errorMessage(err);
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
@@ -159,7 +160,7 @@ async function main(): Promise<void> {
     await waitForReady(gatewayUrl, gateway, 30_000);
     printTryLines(gatewayUrl, fleet, configPath, dataDir);
   } catch (err: unknown) {
-    out(`[demo] ${err instanceof Error ? err.message : String(err)}`);
+    out(`[demo] ${errorMessage(err)}`);
     await shutdown(1);
   }
 }

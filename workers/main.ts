@@ -12,6 +12,7 @@ import { createDispatchLogMetrics, createMetricsRegistry } from '../src/metrics/
 import { createLogger, type Logger } from '../src/shared/logger.js';
 import { DispatchLogConsumer } from './dispatch-log-consumer.js';
 import { startMetricsServer } from './metrics-server.js';
+import { errorMessage } from '../src/shared/error-message.js';
 
 const shippedExampleConfig = fileURLToPath(new URL('../../config/gateway.example.yaml', import.meta.url));
 
@@ -30,7 +31,7 @@ async function migrateWithRetry(db: SqlDatabase, logger: Logger): Promise<void> 
       await migrate(db, logger);
       return;
     } catch (err: unknown) {
-      logger.warn({ err: err instanceof Error ? err.message : String(err), retryInMs: delayMs }, 'worker: migration failed; retrying');
+      logger.warn({ err: errorMessage(err), retryInMs: delayMs }, 'worker: migration failed; retrying');
       await sleep(delayMs);
     }
   }
@@ -113,6 +114,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`boo-worker: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`boo-worker: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../src/shared/logger.js';
+import { errorMessage } from '../src/shared/error-message.js';
 
 export interface MetricsServerOptions {
   port: number;
@@ -32,7 +33,7 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
         try {
           await beforeScrape?.();
         } catch (err: unknown) {
-          logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'metrics: refresh before scrape failed');
+          logger.warn({ err: errorMessage(err) }, 'metrics: refresh before scrape failed');
         }
         try {
           const body = await register.metrics();

@@ -2,6 +2,7 @@ import { loadEnv } from '../config/load.js';
 import { createLogger } from '../shared/logger.js';
 import { migrate, storeTemplateDirectory } from './migrate.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase } from './sql-database.js';
+import { errorMessage } from '../shared/error-message.js';
 
 // `npm run migrate`: applies pending migrations to DATABASE_URL, or to the embedded store
 // under BOO_DATA_DIR when it is unset, then exits.
@@ -20,6 +21,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`migrate: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`migrate: ${errorMessage(err)}\n`);
   process.exit(1);
 });

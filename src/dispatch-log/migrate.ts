@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../shared/logger.js';
 import type { SqlDatabase } from './sql-database.js';
+import { errorMessage } from '../shared/error-message.js';
 
 /** Arbitrary but fixed: every process that migrates this database takes the same lock. */
 export const migrationLockKey = 4_242_001_337;
@@ -75,7 +76,7 @@ export async function migrate(db: SqlDatabase, logger: Logger, directory: string
           await session.exec('COMMIT');
         } catch (err: unknown) {
           await session.exec('ROLLBACK');
-          throw new Error(`migration ${migration.version}_${migration.name} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+          throw new Error(`migration ${migration.version}_${migration.name} failed: ${errorMessage(err)}`, { cause: err });
         }
         logger.info({ version: migration.version, name: migration.name }, 'migration applied');
         applied.push(migration.version);

@@ -2,6 +2,7 @@ import { loadEnv } from '../config/load.js';
 import { createLogger } from '../shared/logger.js';
 import { migrate, storeTemplateDirectory } from './migrate.js';
 import { embeddedStoreDirectory, openPgliteDatabase } from './sql-database.js';
+import { errorMessage } from '../shared/error-message.js';
 
 // `npm run query -- "SELECT …"`: runs one SQL statement on the embedded store under BOO_DATA_DIR
 // and prints the rows tab-separated under a header (the 20 newest dispatches when no statement
@@ -28,6 +29,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`query: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`query: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -1,6 +1,7 @@
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { storeTemplateDirectory } from './migrate.js';
 import { openPgliteDatabase } from './sql-database.js';
+import { errorMessage } from '../shared/error-message.js';
 
 // Part of `npm run build`: a fresh, closed PGlite data directory that new embedded stores are
 // copied from (see openPgliteDatabase), so that the first event of a first `npm start` does not
@@ -17,6 +18,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`store template: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`store template: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -7,6 +7,7 @@ import type { DispatchEvent } from './dispatch-event.js';
 import type { ComponentHealth, EventSink } from './event-sink.js';
 import { dispatchJobs } from './dispatch-queue.js';
 import type { Spool } from './spool.js';
+import { errorMessage } from '../shared/error-message.js';
 
 export interface BullmqSinkOptions {
   redisUrl: string;
@@ -208,7 +209,7 @@ export class BullmqSink implements EventSink {
       this.#lastEnqueueFailed = false;
       return true;
     } catch (err: unknown) {
-      if (!this.#lastEnqueueFailed) logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'event queue: sending events failed; spooling');
+      if (!this.#lastEnqueueFailed) logger.warn({ err: errorMessage(err) }, 'event queue: sending events failed; spooling');
       this.#lastEnqueueFailed = true;
       this.#redisBackoffUntil = Date.now() + 1_000;
       return false;

@@ -14,6 +14,7 @@ import { BullmqSink } from './bullmq-sink.js';
 import type { ComponentHealth, EventSink } from './event-sink.js';
 import { InProcessSink } from './in-process-sink.js';
 import { Spool } from './spool.js';
+import { errorMessage } from '../shared/error-message.js';
 
 export interface EventSinkDeps {
   env: Env;
@@ -125,7 +126,7 @@ function startDatabaseProbe(db: SqlDatabase, logger: Logger, intervalMs = 10_000
         health = 'ok';
       },
       (err: unknown) => {
-        if (health === 'ok') logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'database unreachable');
+        if (health === 'ok') logger.warn({ err: errorMessage(err) }, 'database unreachable');
         health = 'degraded';
       },
     );
