@@ -1,21 +1,14 @@
-import { existsSync, watch } from 'node:fs';
+import { watch } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { RedisBreakerStateStore } from './breakers/redis-breaker-state-store.js';
-import { ConfigError, loadConfigFile, loadEnv } from './config/load.js';
+import { configPath } from './config/config-path.js';
+import { loadConfigFile, loadEnv } from './config/load.js';
+import { handleShutdownSignals } from './shared/shutdown-signals.js';
 import { createEventSink } from './events/create-event-sink.js';
 import { startGateway } from './gateway.js';
 import { createLogger } from './shared/logger.js';
 import { errorMessage } from './shared/error-message.js';
-
-const shippedExampleConfig = fileURLToPath(new URL('../../config/gateway.example.yaml', import.meta.url));
-
-/** `BOO_CONFIG`, else ./gateway.yaml, else the example config shipped with the package. */
-function configPath(explicit: string | undefined): string {
-  if (explicit) return explicit;
-  return existsSync('gateway.yaml') ? 'gateway.yaml' : shippedExampleConfig;
-}
 
 async function main(): Promise<void> {
   const env = loadEnv(process.env);
@@ -52,30 +45,17 @@ async function main(): Promise<void> {
     debounce = setTimeout(() => reload('file change'), 200);
   }).on('error', (err) => logger.warn({ err: err.message }, 'cannot watch the config file; SIGHUP still reloads'));
 
-  const shutdown = (signal: string) => {
-    // SIGTERM comes from an orchestrator, whose load balancer needs the grace period to take this
-    // replica out; SIGINT from someone at a terminal, who wants it to stop now.
-    const { graceMs, drainMs } = gateway.config().shutdown;
-    const grace = signal === 'SIGTERM' ? graceMs : 0;
-    logger.info({ signal, graceMs: grace, drainMs }, 'shutting down');
-    setTimeout(() => {
-      logger.error('shutdown took too long; exiting');
-      process.exit(1);
-    }, grace + drainMs + 15_000).unref();
-    gateway.close(grace).then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'error during shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  // SIGTERM comes from an orchestrator, whose load balancer needs the grace period to take this
+  // replica out; SIGINT from someone at a terminal, who wants it to stop now.
+  const graceOf = (signal: NodeJS.Signals) => (signal === 'SIGTERM' ? gateway.config().shutdown.graceMs : 0);
+  handleShutdownSignals({
+    logger,
+    close: (signal) => gateway.close(graceOf(signal)),
+    deadlineMs: (signal) => graceOf(signal) + gateway.config().shutdown.drainMs + 15_000,
+  });
 }
 
 main().catch((err: unknown) => {
-  const reason = err instanceof ConfigError ? err.message : errorMessage(err);
-  process.stderr.write(`boo-gateway: ${reason}\n`);
+  process.stderr.write(`boo-gateway: ${errorMessage(err)}\n`);
   process.exit(1);
 });

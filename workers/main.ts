@@ -1,10 +1,10 @@
-import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { configPath } from '../src/config/config-path.js';
 import { ConfigError, loadConfigFile, loadEnv } from '../src/config/load.js';
+import { handleShutdownSignals } from '../src/shared/shutdown-signals.js';
 import { createDispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
 import { migrate } from '../src/dispatch-log/migrate.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../src/dispatch-log/sql-database.js';
@@ -13,16 +13,6 @@ import { createLogger, type Logger } from '../src/shared/logger.js';
 import { DispatchLogConsumer } from './dispatch-log-consumer.js';
 import { startMetricsServer } from './metrics-server.js';
 import { errorMessage } from '../src/shared/error-message.js';
-
-const shippedExampleConfig = fileURLToPath(new URL('../../config/gateway.example.yaml', import.meta.url));
-
-/** Same resolution as the gateway: `BOO_CONFIG`, else ./gateway.yaml, else the shipped example. */
-function configPath(explicit: string | undefined): string {
-  if (explicit) return explicit;
-  if (existsSync('gateway.yaml')) return 'gateway.yaml';
-  // Under tsx this module sits one folder higher than in dist/.
-  return existsSync(shippedExampleConfig) ? shippedExampleConfig : fileURLToPath(new URL('../config/gateway.example.yaml', import.meta.url));
-}
 
 /** Postgres may start after the worker (compose): keep trying, the queue holds the events meanwhile. */
 async function migrateWithRetry(db: SqlDatabase, logger: Logger): Promise<void> {
@@ -44,10 +34,9 @@ async function main(): Promise<void> {
   const config = loadConfigFile(configPath(env.BOO_CONFIG), process.env);
   const replica = env.BOO_REPLICA_ID ?? `${hostname()}-${process.pid}`;
 
-  let shutdown: ((signal: string) => void) | undefined;
-  // Before the consumer runs there is nothing in hand to finish.
-  process.once('SIGTERM', () => (shutdown ? shutdown('SIGTERM') : process.exit(0)));
-  process.once('SIGINT', () => (shutdown ? shutdown('SIGINT') : process.exit(0)));
+  // Set once the consumer runs; before, there is nothing in hand to finish.
+  let finish: (() => Promise<void>) | undefined;
+  handleShutdownSignals({ logger, close: () => finish?.() ?? Promise.resolve(), deadlineMs: () => 30_000 });
 
   let db: SqlDatabase;
   if (env.DATABASE_URL) {
@@ -79,6 +68,7 @@ async function main(): Promise<void> {
   const countsConnection = new Redis(env.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 });
   countsConnection.on('error', () => metrics.errors.labels('connection').inc());
   const queue = new Queue(env.BOO_QUEUE, { connection: countsConnection });
+  // Its errors are the connection's, counted by the listener above.
   queue.on('error', () => undefined);
   const server = await startMetricsServer({
     port: env.METRICS_PORT,
@@ -92,24 +82,11 @@ async function main(): Promise<void> {
   await consumer.waitUntilReady();
   logger.info({ queue: env.BOO_QUEUE, metricsPort: server.port, store: db.kind, replica }, 'worker ready');
 
-  shutdown = (signal: string) => {
-    logger.info({ signal }, 'worker shutting down: finishing the batch in hand');
-    setTimeout(() => {
-      logger.error('worker shutdown took too long; exiting');
-      process.exit(1);
-    }, 30_000).unref();
-    (async () => {
-      await consumer.close();
-      await Promise.allSettled([server.close(), queue.close()]);
-      countsConnection.disconnect();
-      await db.close();
-    })().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'error during worker shutdown');
-        process.exit(1);
-      },
-    );
+  finish = async () => {
+    await consumer.close();
+    await Promise.allSettled([server.close(), queue.close()]);
+    countsConnection.disconnect();
+    await db.close();
   };
 }
 
