@@ -5,7 +5,7 @@ import { RedisBreakerStateStore } from './breakers/redis-breaker-state-store.js'
 import { configPath } from './config/config-path.js';
 import { loadConfigFile, loadEnv } from './config/load.js';
 import { handleShutdownSignals } from './shared/shutdown-signals.js';
-import { createEventSink } from './events/create-event-sink.js';
+import { createEventSink } from './create-event-sink.js';
 import { startGateway } from './gateway.js';
 import { createLogger } from './shared/logger.js';
 import { errorMessage } from './shared/error-message.js';

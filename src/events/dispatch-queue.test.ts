@@ -41,9 +41,8 @@ describe('dispatchJobs', () => {
     for (const event of decoded) expect(dispatchEventSchema.safeParse(event).success).toBe(true);
   });
 
-  it('reads the { events } jobs of gateways from before the rows, and a row that is short fails on its own', () => {
+  it('reads a row that is short as an event that fails on its own', () => {
     const events = makeDispatchEvents(2);
-    expect(eventsOf({ events })).toEqual(events);
     const [job] = dispatchJobs(events, 10);
     job!.data.rows[0] = job!.data.rows[0]!.slice(0, 5);
     const [short, whole] = eventsOf(job!.data);

@@ -36,11 +36,10 @@ const rowsJobDataSchema = z.object({ columns: z.array(z.string()), attemptColumn
 export type DispatchJobData = z.infer<typeof rowsJobDataSchema>;
 
 /**
- * The shape of a job's data as the worker reads it: rows under a header, or `{ events }` as
- * gateways before the rows wrote it (jobs queued across an upgrade). The envelope is checked
- * here, each event on its own later, so one bad event does not condemn the others.
+ * The shape of a job's data as the worker reads it. The envelope is checked here, each event on
+ * its own later, so one bad event does not condemn the others.
  */
-export const dispatchJobDataSchema = z.union([rowsJobDataSchema, z.object({ events: z.array(z.unknown()).min(1) })]);
+export const dispatchJobDataSchema = rowsJobDataSchema;
 
 /**
  * An event's values in {@link eventColumns} order. Written out rather than looped over the
@@ -61,8 +60,7 @@ function objectOf(row: unknown, names: readonly string[]): unknown {
 }
 
 /** The events of a job's data, not yet checked one by one (see `dispatchEventSchema`). */
-export function eventsOfJobData(data: z.infer<typeof dispatchJobDataSchema>): unknown[] {
-  if ('events' in data) return data.events;
+export function eventsOfJobData(data: DispatchJobData): unknown[] {
   const { columns, attemptColumns: attemptNames, rows } = data;
   return rows.map((row) => {
     const event = objectOf(row, columns) as Record<string, unknown>;

@@ -5,7 +5,7 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { envSchema } from '../../src/config/schema.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase } from '../../src/dispatch-log/sql-database.js';
-import { createEventSink } from '../../src/events/create-event-sink.js';
+import { createEventSink } from '../../src/create-event-sink.js';
 import { createGatewayMetrics } from '../../src/metrics/registry.js';
 import { makeDispatchEvents } from '../support/dispatch-events.js';
 import { countRows, counterValue, oneRowEach, rowsAgainstSent, testConfig, testLogger } from '../support/pipeline-fixtures.js';

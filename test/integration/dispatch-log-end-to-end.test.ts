@@ -10,7 +10,7 @@ import { buildConfig } from '../../src/config/load.js';
 import { envSchema } from '../../src/config/schema.js';
 import { createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
 import type { SqlDatabase } from '../../src/dispatch-log/sql-database.js';
-import { createEventSink } from '../../src/events/create-event-sink.js';
+import { createEventSink } from '../../src/create-event-sink.js';
 import { startGateway, type Gateway } from '../../src/gateway.js';
 import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';

@@ -120,16 +120,6 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
   });
 
-  it('writes the { events } jobs a gateway from before the row format queued', async () => {
-    queueName = `test-${randomUUID()}`;
-    const events = makeDispatchEvents(20);
-    await openQueue().add(dispatchJobName, { events }, { ...dispatchJobOptions, jobId: 'chunk-before-rows' });
-    startConsumer();
-    await waitForValue(() => countRows(db), (c) => c.rows >= 20, 20_000, '20 rows');
-    const sent = events.map((event) => event.request_id);
-    expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
-  });
-
   it('adds a chunk re-sent while its job still exists only once (job id derived from the event ids)', async () => {
     queueName = `test-${randomUUID()}`;
     const queue = openQueue();

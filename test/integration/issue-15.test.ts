@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load.js';
 import { envSchema } from '../../src/config/schema.js';
 import { embeddedStoreDirectory } from '../../src/dispatch-log/sql-database.js';
-import { createEventSink } from '../../src/events/create-event-sink.js';
+import { createEventSink } from '../../src/create-event-sink.js';
 import { createGatewayMetrics } from '../../src/metrics/registry.js';
 import { makeDispatchEvents } from '../support/dispatch-events.js';
 import { counterValue, testLogger } from '../support/pipeline-fixtures.js';

@@ -1,20 +1,20 @@
 import { join } from 'node:path';
 import type { Registry } from 'prom-client';
-import type { Config } from '../config/load.js';
-import type { Env } from '../config/schema.js';
-import { createDispatchLogRepository } from '../dispatch-log/dispatch-log-repository.js';
-import { DispatchLogWriter } from '../dispatch-log/dispatch-log-writer.js';
-import { EmbeddedStore } from '../dispatch-log/embedded-store.js';
-import { migrate } from '../dispatch-log/migrate.js';
-import { createPostgresDatabase, embeddedStoreDirectory, type SqlDatabase } from '../dispatch-log/sql-database.js';
-import { writeBatch } from '../dispatch-log/write-batch.js';
-import { createDispatchLogMetrics, type GatewayMetrics } from '../metrics/registry.js';
-import type { Logger } from '../shared/logger.js';
-import { BullmqSink } from './bullmq-sink.js';
-import type { ComponentHealth, EventSink } from './event-sink.js';
-import { InProcessSink } from './in-process-sink.js';
-import { Spool } from './spool.js';
-import { errorMessage } from '../shared/error-message.js';
+import type { Config } from './config/load.js';
+import type { Env } from './config/schema.js';
+import { createDispatchLogRepository } from './dispatch-log/dispatch-log-repository.js';
+import { DispatchLogWriter } from './dispatch-log/dispatch-log-writer.js';
+import { EmbeddedStore } from './dispatch-log/embedded-store.js';
+import { migrate } from './dispatch-log/migrate.js';
+import { createPostgresDatabase, embeddedStoreDirectory, type SqlDatabase } from './dispatch-log/sql-database.js';
+import { writeBatch } from './dispatch-log/write-batch.js';
+import { createDispatchLogMetrics, type GatewayMetrics } from './metrics/registry.js';
+import type { Logger } from './shared/logger.js';
+import { BullmqSink } from './events/bullmq-sink.js';
+import type { ComponentHealth, EventSink } from './events/event-sink.js';
+import { InProcessSink } from './events/in-process-sink.js';
+import { Spool } from './events/spool.js';
+import { errorMessage } from './shared/error-message.js';
 
 export interface EventSinkDeps {
   env: Env;
