@@ -6,15 +6,70 @@ import prettier from 'eslint-config-prettier';
 import tseslint from 'typescript-eslint';
 
 /** Builtins must be imported as `node:x`, so that no package can shadow them. */
-const builtins = ['assert', 'buffer', 'child_process', 'crypto', 'events', 'fs', 'fs/promises', 'http', 'https', 'net', 'os', 'path', 'perf_hooks', 'stream', 'timers', 'timers/promises', 'url', 'util', 'worker_threads', 'zlib'];
+const builtins = [
+  'assert',
+  'buffer',
+  'child_process',
+  'crypto',
+  'events',
+  'fs',
+  'fs/promises',
+  'http',
+  'https',
+  'net',
+  'os',
+  'path',
+  'perf_hooks',
+  'stream',
+  'timers',
+  'timers/promises',
+  'url',
+  'util',
+  'worker_threads',
+  'zlib',
+];
 const nodeProtocol = builtins.map((name) => ({ name, message: `import from 'node:${name}'` }));
 
 /** Folders, each with what it must not import: lower layers never reach up (docs/architecture.md, "Layers"). */
 const layers = {
-  'src/shared/**': ['**/config/**', '**/upstream/**', '**/routing/**', '**/breakers/**', '**/fleet/**', '**/dispatch/**', '**/http/**', '**/events/**', '**/dispatch-log/**', '**/metrics/**'],
-  'src/config/**': ['**/upstream/**', '**/routing/**', '**/breakers/**', '**/fleet/**', '**/dispatch/**', '**/http/**', '**/events/**', '**/dispatch-log/**', '**/metrics/**'],
+  'src/shared/**': [
+    '**/config/**',
+    '**/upstream/**',
+    '**/routing/**',
+    '**/breakers/**',
+    '**/fleet/**',
+    '**/dispatch/**',
+    '**/http/**',
+    '**/events/**',
+    '**/dispatch-log/**',
+    '**/metrics/**',
+  ],
+  'src/config/**': [
+    '**/upstream/**',
+    '**/routing/**',
+    '**/breakers/**',
+    '**/fleet/**',
+    '**/dispatch/**',
+    '**/http/**',
+    '**/events/**',
+    '**/dispatch-log/**',
+    '**/metrics/**',
+  ],
   'src/upstream/**': ['**/routing/**', '**/breakers/**', '**/fleet/**', '**/dispatch/**', '**/http/**', '**/events/**', '**/dispatch-log/**', '**/metrics/**'],
-  'src/routing/**': ['**/upstream/**', '**/dispatch/**', '**/http/**', '**/events/**', '**/dispatch-log/**', '**/metrics/**', 'express', 'ioredis', 'bullmq', 'postgres', 'undici', 'prom-client'],
+  'src/routing/**': [
+    '**/upstream/**',
+    '**/dispatch/**',
+    '**/http/**',
+    '**/events/**',
+    '**/dispatch-log/**',
+    '**/metrics/**',
+    'express',
+    'ioredis',
+    'bullmq',
+    'postgres',
+    'undici',
+    'prom-client',
+  ],
   'src/breakers/**': ['**/upstream/**', '**/routing/**', '**/dispatch/**', '**/http/**', '**/events/**', '**/dispatch-log/**'],
   'src/fleet/**': ['**/routing/**', '**/breakers/**', '**/dispatch/**', '**/http/**', '**/events/**', '**/dispatch-log/**'],
   'src/events/**': ['**/upstream/**', '**/routing/**', '**/breakers/**', '**/fleet/**', '**/dispatch/**', '**/http/**'],
@@ -49,7 +104,15 @@ export default tseslint.config(
     files: [`${folder}/*.ts`],
     ignores: ['**/*.test.ts'],
     rules: {
-      'no-restricted-imports': ['error', { paths: nodeProtocol, patterns: [{ group: [...banned, ...(folder.startsWith('src/') ? outside : [])], message: 'a lower layer does not import a higher one (docs/architecture.md)' }] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: nodeProtocol,
+          patterns: [
+            { group: [...banned, ...(folder.startsWith('src/') ? outside : [])], message: 'a lower layer does not import a higher one (docs/architecture.md)' },
+          ],
+        },
+      ],
     },
   })),
   {

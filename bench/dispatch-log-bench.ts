@@ -58,14 +58,21 @@ async function main(): Promise<void> {
     const consumer = startConsumer(drainQueueName, register);
     // Watched through the worker's own counter: polling count(*) on the growing table would take
     // Postgres CPU away from the inserts being timed. The table is checked once at the end.
-    await waitForValue(() => counterValue(register, 'boo_events_inserted_total'), (n) => n >= drainEvents, 600_000, 'the drain');
+    await waitForValue(
+      () => counterValue(register, 'boo_events_inserted_total'),
+      (n) => n >= drainEvents,
+      600_000,
+      'the drain',
+    );
     const seconds = (performance.now() - started) / 1000;
     await consumer.close();
     const stored = await countRows(db);
     if (stored.rows !== drainEvents || stored.distinct !== drainEvents) throw new Error(`drain: expected ${drainEvents} rows, found ${JSON.stringify(stored)}`);
     await queue.obliterate({ force: true });
     await queue.close();
-    console.log(`drain: ${drainEvents} events through one worker in ${seconds.toFixed(2)} s = ${Math.round(drainEvents / seconds)} events/s (batch ${batchSize}, ${eventsPerJob} events per job)`);
+    console.log(
+      `drain: ${drainEvents} events through one worker in ${seconds.toFixed(2)} s = ${Math.round(drainEvents / seconds)} events/s (batch ${batchSize}, ${eventsPerJob} events per job)`,
+    );
     await db.exec('TRUNCATE route_dispatch_log');
 
     // 2. Lag at a steady rate: producer sink -> Redis -> one worker -> Postgres.
@@ -82,7 +89,12 @@ async function main(): Promise<void> {
       const wait = begin + (tick + 1) * 10 - performance.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     }
-    await waitForValue(() => countRows(db), (c) => c.rows >= total, 120_000, 'the steady run');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= total,
+      120_000,
+      'the steady run',
+    );
     const { rows } = await db.query<{ p50: number; p99: number; max: number }>(
       `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) AS p99, max(lag) AS max
        FROM (SELECT extract(epoch FROM inserted_at - created_at) AS lag FROM route_dispatch_log) l`,

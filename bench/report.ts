@@ -85,7 +85,10 @@ export function renderMarkdown(report: BenchReport): string {
     );
   }
   if (report.streams.length > 0) {
-    lines.push('', '| many streams | streams | completed | peak open | TTFB p50 ms | TTFB p99 ms | added TTFB p50 | s to open all | RSS before MB | RSS all open MB | RSS peak MB | RSS KB / open stream | CPU µs / stream |');
+    lines.push(
+      '',
+      '| many streams | streams | completed | peak open | TTFB p50 ms | TTFB p99 ms | added TTFB p50 | s to open all | RSS before MB | RSS all open MB | RSS peak MB | RSS KB / open stream | CPU µs / stream |',
+    );
     lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
     const base = report.streams.find((row) => row.target === 'direct');
     for (const { target, result } of report.streams) {

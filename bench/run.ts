@@ -13,17 +13,7 @@ import { gatewayConfig, requestBody } from './scenario.js';
 import { memory } from './proc-stats.js';
 import { measureIdleStart, measureRowsVisible, type RowsVisibleResult, type StartUpResult } from './start-up.js';
 import { addedMs, cpuRatio, cpuRatiosByRound, renderMarkdown, type BenchReport, type Check, type ScenarioRow, type StreamsRow } from './report.js';
-import {
-  killAllServers,
-  nginxVersion,
-  pinLoadGenerator,
-  repin,
-  startGateway,
-  startNginx,
-  startNodeServer,
-  startRedis,
-  type ServerProcess,
-} from './servers.js';
+import { killAllServers, nginxVersion, pinLoadGenerator, repin, startGateway, startNginx, startNodeServer, startRedis, type ServerProcess } from './servers.js';
 
 /**
  * `npm run bench`: a mock upstream, then direct / nginx / a no-framework Node forwarder / the
@@ -153,8 +143,17 @@ async function main(): Promise<void> {
     embedded = await startGateway(pinning, gatewayScript, { PORT: '0', HOST: '127.0.0.1' }, dir, { nodeArgs: profileArgs, cwd: configDir, name: 'embedded' });
     startUp = await measureIdleStart(embedded.url, embedded.pid, performance.now() - spawnedAt, Number(args['idle-seconds']));
     const { url } = embedded;
-    rowsVisible = await measureRowsVisible({ url, headers, body: requestBody(false), count: 1_000, countRows: () => eventsTaken(url, 'pglite'), timeoutMs: 60_000 });
-    process.stderr.write(`bench: embedded start: worst /healthz ${startUp.healthzWorstMs.toFixed(1)} ms; 1,000 rows ${Math.round(rowsVisible.visibleAfterMs)} ms after the last response\n`);
+    rowsVisible = await measureRowsVisible({
+      url,
+      headers,
+      body: requestBody(false),
+      count: 1_000,
+      countRows: () => eventsTaken(url, 'pglite'),
+      timeoutMs: 60_000,
+    });
+    process.stderr.write(
+      `bench: embedded start: worst /healthz ${startUp.healthzWorstMs.toFixed(1)} ms; 1,000 rows ${Math.round(rowsVisible.visibleAfterMs)} ms after the last response\n`,
+    );
     targets.push(embedded);
   }
   let gateway: ServerProcess | undefined;
@@ -198,7 +197,10 @@ async function main(): Promise<void> {
   // moves to optimised WebAssembly only as rows go through it.
   for (const target of targets.filter((t) => t.name !== 'direct')) {
     const settle = settleOf(target);
-    await warmUp({ url: `${target.url}/v1/chat/completions`, headers, body: requestBody(false), connections: 50, ...(settle ? { settle } : {}) }, Number(args.warmup));
+    await warmUp(
+      { url: `${target.url}/v1/chat/completions`, headers, body: requestBody(false), connections: 50, ...(settle ? { settle } : {}) },
+      Number(args.warmup),
+    );
   }
 
   const rows: ScenarioRow[] = [];
@@ -256,7 +258,9 @@ async function main(): Promise<void> {
       // 2,000 streams x 10 chunks/s is 20,000 writes/s from the mock alone: on the forwarder's
       // CPU it would starve the process being measured.
       repin(mock.pid, pinning.loadCpu);
-      notes.push(`many streams: the mock upstream was moved to CPU ${pinning.loadCpu} (with the load generator) for this run, leaving CPU ${pinning.serverCpu} to the forwarder.`);
+      notes.push(
+        `many streams: the mock upstream was moved to CPU ${pinning.loadCpu} (with the load generator) for this run, leaving CPU ${pinning.serverCpu} to the forwarder.`,
+      );
     }
     // Direct and the gateway only: the floor saturates its CPU at this chunk rate just as the gateway does.
     for (const target of targets.filter((t) => t.name === 'direct' || t.name === 'gateway')) {
@@ -287,7 +291,10 @@ async function main(): Promise<void> {
     name: 'gateway CPU per request (json c=50)',
     target: '≤ 1.6× floor',
     measured: Number.isFinite(jsonCpuRatio)
-      ? `${jsonCpuRatio.toFixed(2)}× (${Math.round(gatewayJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs; rounds ${cpuRatiosByRound(rows, gatewayJson!)
+      ? `${jsonCpuRatio.toFixed(2)}× (${Math.round(gatewayJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs; rounds ${cpuRatiosByRound(
+          rows,
+          gatewayJson!,
+        )
           .map((ratio) => ratio.toFixed(2))
           .join(', ')})`
       : '–',
@@ -295,17 +302,30 @@ async function main(): Promise<void> {
   });
   const jsonC1 = row('json c=1', 'gateway');
   const addedJson = jsonC1 ? addedMs(rows, jsonC1, 'p50Ms') : NaN;
-  checks.push({ name: 'added latency, json c=1 (p50)', target: '≤ 0.2 ms', measured: Number.isFinite(addedJson) ? `${addedJson.toFixed(3)} ms` : '–', pass: Number.isFinite(addedJson) ? addedJson <= 0.2 : undefined });
+  checks.push({
+    name: 'added latency, json c=1 (p50)',
+    target: '≤ 0.2 ms',
+    measured: Number.isFinite(addedJson) ? `${addedJson.toFixed(3)} ms` : '–',
+    pass: Number.isFinite(addedJson) ? addedJson <= 0.2 : undefined,
+  });
   const sseC1 = row('sse c=1', 'gateway');
   const addedTtfb = sseC1 ? addedMs(rows, sseC1, 'ttfbP50Ms') : NaN;
-  checks.push({ name: 'added time to first streamed byte, c=1 (p50)', target: '≤ 0.3 ms', measured: Number.isFinite(addedTtfb) ? `${addedTtfb.toFixed(3)} ms` : '–', pass: Number.isFinite(addedTtfb) ? addedTtfb <= 0.3 : undefined });
+  checks.push({
+    name: 'added time to first streamed byte, c=1 (p50)',
+    target: '≤ 0.3 ms',
+    measured: Number.isFinite(addedTtfb) ? `${addedTtfb.toFixed(3)} ms` : '–',
+    pass: Number.isFinite(addedTtfb) ? addedTtfb <= 0.3 : undefined,
+  });
   const embeddedJson = row('json c=50', 'embedded');
   const embeddedCpuRatio = embeddedJson && floorJson ? cpuRatio(rows, embeddedJson) : NaN;
   checks.push({
     name: 'embedded: CPU per request (json c=50)',
     target: '≤ 2.0× floor',
     measured: Number.isFinite(embeddedCpuRatio)
-      ? `${embeddedCpuRatio.toFixed(2)}× (${Math.round(embeddedJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs; rounds ${cpuRatiosByRound(rows, embeddedJson!)
+      ? `${embeddedCpuRatio.toFixed(2)}× (${Math.round(embeddedJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs; rounds ${cpuRatiosByRound(
+          rows,
+          embeddedJson!,
+        )
           .map((ratio) => ratio.toFixed(2))
           .join(', ')})`
       : '–',
@@ -329,8 +349,18 @@ async function main(): Promise<void> {
         measured: `${startUp.healthzWorstMs.toFixed(1)} ms at +${Math.round(startUp.healthzWorstAtMs)} ms (p99 ${startUp.healthzP99Ms.toFixed(1)} ms, ${startUp.healthChecks} checks)`,
         pass: startUp.healthzWorstMs < 50,
       },
-      { name: `embedded: RSS after ${idle} s idle`, target: '< 150 MB', measured: `${(startUp.rssIdleBytes / 1048576).toFixed(1)} MB`, pass: startUp.rssIdleBytes < 150 * 1048576 },
-      { name: 'embedded: peak RSS during start', target: '< 250 MB', measured: `${(startUp.peakRssBytes / 1048576).toFixed(1)} MB`, pass: startUp.peakRssBytes < 250 * 1048576 },
+      {
+        name: `embedded: RSS after ${idle} s idle`,
+        target: '< 150 MB',
+        measured: `${(startUp.rssIdleBytes / 1048576).toFixed(1)} MB`,
+        pass: startUp.rssIdleBytes < 150 * 1048576,
+      },
+      {
+        name: 'embedded: peak RSS during start',
+        target: '< 250 MB',
+        measured: `${(startUp.peakRssBytes / 1048576).toFixed(1)} MB`,
+        pass: startUp.peakRssBytes < 250 * 1048576,
+      },
     );
   }
   if (rowsVisible) {
@@ -374,7 +404,8 @@ async function main(): Promise<void> {
       nginx: nginx ?? 'not run',
       commit: commit(),
       'measured seconds per run': `${seconds} (c=50), ${scenarios[1]!.seconds} (c=1), in ${rounds} rounds, each after a warm-up (1 s before the first, 0.25 s before the others), and ${args.warmup} s of load on every forwarder before the first scenario`,
-      gateway: 'dist/src/main.js (as npm start runs it): auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
+      gateway:
+        'dist/src/main.js (as npm start runs it): auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
       'event sink': store?.description ?? 'not run',
       embedded: embedded
         ? 'dist/src/main.js with ./gateway.yaml and ./data of its working directory, no REDIS_URL or DATABASE_URL (a bare npm start): the embedded store in the gateway process'

@@ -66,8 +66,7 @@ async function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> 
 
 function printTryLines(gateway: string, fleet: Record<string, FakeProvider>, configPath: string, dataDir: string): void {
   const json = "-H 'content-type: application/json'";
-  const ask = (extra: string): string =>
-    `'{"model":"auto:chat","messages":[{"role":"user","content":"Say hello"}]${extra}}'`;
+  const ask = (extra: string): string => `'{"model":"auto:chat","messages":[{"role":"user","content":"Say hello"}]${extra}}'`;
   out();
   out('boo-gateway demo is up.');
   for (const [name, provider] of Object.entries(fleet)) out(`  upstream ${name.padEnd(6)} ${provider.url}`);

@@ -3,8 +3,7 @@ import { request } from 'undici';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { startFakeFleet, startFakeProvider, type FakeProvider } from './fake-provider.js';
 
-const chat = (model: string, stream = false): string =>
-  JSON.stringify({ model, stream, messages: [{ role: 'user', content: 'hi' }] });
+const chat = (model: string, stream = false): string => JSON.stringify({ model, stream, messages: [{ role: 'user', content: 'hi' }] });
 
 async function post(fake: FakeProvider, body: string, path = '/v1/chat/completions', signal?: AbortSignal) {
   return request(`${fake.url}${path}`, {
@@ -41,7 +40,12 @@ describe('fake provider', () => {
     expect(body.usage).toEqual({ prompt_tokens: 7, completion_tokens: 2, total_tokens: 9 });
     const third = await post(fake, chat('m2'));
     expect(((await third.body.json()) as { model: string; object: string }).object).toBe('chat.completion');
-    expect(fake.dispatched().slice(-3).map((r) => r.body.model)).toEqual(['m1', 'm1', 'm2']);
+    expect(
+      fake
+        .dispatched()
+        .slice(-3)
+        .map((r) => r.body.model),
+    ).toEqual(['m1', 'm1', 'm2']);
   });
 
   it('rejects an unknown model with an OpenAI 404 without using the script', async () => {

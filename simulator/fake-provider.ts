@@ -255,18 +255,13 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
             object: 'chat.completion.chunk',
             created,
             model,
-            choices: [
-              { index: 0, delta: first ? { role: 'assistant', content: text } : { content: text }, finish_reason: null },
-            ],
+            choices: [{ index: 0, delta: first ? { role: 'assistant', content: text } : { content: text }, finish_reason: null }],
           };
     return `data: ${JSON.stringify(chunk)}\n\n`;
   }
 
   function finalEvents(endpoint: Endpoint, id: string, model: string, usage: Usage | null): string {
-    const choice =
-      endpoint === 'completions'
-        ? { index: 0, text: '', finish_reason: 'stop', logprobs: null }
-        : { index: 0, delta: {}, finish_reason: 'stop' };
+    const choice = endpoint === 'completions' ? { index: 0, text: '', finish_reason: 'stop', logprobs: null } : { index: 0, delta: {}, finish_reason: 'stop' };
     const chunk = {
       id,
       object: endpoint === 'completions' ? 'text_completion' : 'chat.completion.chunk',
@@ -485,11 +480,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
         return sendJson(exchange, 400, errorBody("missing or invalid 'model' key", 'invalid_request_error', null));
       }
       if (!models.includes(model)) {
-        return sendJson(
-          exchange,
-          404,
-          errorBody(`The model \`${model}\` does not exist`, 'invalid_request_error', 'model_not_found'),
-        );
+        return sendJson(exchange, 404, errorBody(`The model \`${model}\` does not exist`, 'invalid_request_error', 'model_not_found'));
       }
       const reply = queue.shift() ?? options.pickReply?.(record) ?? fake.defaultReply;
       if (!(await ensureLoaded(model, exchange))) return;

@@ -5,7 +5,10 @@ import { generateTraffic, type TrafficSummary } from './traffic-generator.js';
 // TRAFFIC_DURATION_S (unset: until SIGTERM), TRAFFIC_API_KEY.
 const env = process.env;
 const baseUrl = (env['TRAFFIC_TARGET'] ?? 'http://127.0.0.1:4000').replace(/\/+$/, '');
-const models = (env['TRAFFIC_MODELS'] ?? 'auto:chat').split(',').map((model) => model.trim()).filter(Boolean);
+const models = (env['TRAFFIC_MODELS'] ?? 'auto:chat')
+  .split(',')
+  .map((model) => model.trim())
+  .filter(Boolean);
 const ratePerSecond = Number(env['TRAFFIC_RPS'] ?? '2');
 const streamShare = Number(env['TRAFFIC_STREAM_SHARE'] ?? '0.5');
 const durationSeconds = env['TRAFFIC_DURATION_S'] === undefined ? undefined : Number(env['TRAFFIC_DURATION_S']);

@@ -39,7 +39,9 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
   const spool = await Spool.open({ directory: join(env.BOO_DATA_DIR, 'spool'), maxBytes: config.events.spoolMaxBytes });
 
   if (env.REDIS_URL) {
-    const probe = env.DATABASE_URL ? startDatabaseProbe(createPostgresDatabase(env.DATABASE_URL, log, { maxConnections: 1, applicationName: 'boo-gateway-probe' }), log) : undefined;
+    const probe = env.DATABASE_URL
+      ? startDatabaseProbe(createPostgresDatabase(env.DATABASE_URL, log, { maxConnections: 1, applicationName: 'boo-gateway-probe' }), log)
+      : undefined;
     const sink = new BullmqSink({
       redisUrl: env.REDIS_URL,
       queueName: env.BOO_QUEUE,

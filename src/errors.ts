@@ -1,11 +1,5 @@
 export type OpenAIErrorType =
-  | 'invalid_request_error'
-  | 'authentication_error'
-  | 'permission_error'
-  | 'not_found_error'
-  | 'rate_limit_error'
-  | 'api_error'
-  | 'service_unavailable_error';
+  'invalid_request_error' | 'authentication_error' | 'permission_error' | 'not_found_error' | 'rate_limit_error' | 'api_error' | 'service_unavailable_error';
 
 /**
  * Base of every error the gateway answers with. `code` is stable and is also the OpenAI error
@@ -17,10 +11,7 @@ export class GatewayError extends Error {
   readonly openaiType: OpenAIErrorType;
   readonly param: string | null;
 
-  constructor(
-    message: string,
-    options: { code: string; status: number; openaiType: OpenAIErrorType; param?: string | null; cause?: unknown },
-  ) {
+  constructor(message: string, options: { code: string; status: number; openaiType: OpenAIErrorType; param?: string | null; cause?: unknown }) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = options.code;

@@ -90,7 +90,8 @@ export class DispatchLogConsumer {
       lastErrorLog = Date.now();
     });
     this.#worker.on('failed', (job: Job | undefined, err: Error) => {
-      if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) logger.error({ jobId: job.id, err: err.message }, 'worker: job failed for good; kept in the failed set with its events');
+      if (job && job.attemptsMade >= (job.opts.attempts ?? 1))
+        logger.error({ jobId: job.id, err: err.message }, 'worker: job failed for good; kept in the failed set with its events');
     });
   }
 

@@ -122,7 +122,7 @@ describe('BreakerRegistry', () => {
       expect(outcomes).toEqual([]);
     });
 
-    it('lets a panic attempt that meets this replica\'s probe permit be the probe', async () => {
+    it("lets a panic attempt that meets this replica's probe permit be the probe", async () => {
       const registry = create();
       registry.coordinateProbes();
       const verdicts = record(registry, 'verdict');

@@ -3,14 +3,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
 import { errorMessage } from '../shared/error-message.js';
 import { defineBreakerCommands, type BreakerCommandsClient } from './redis-breaker-commands.js';
-import type {
-  BreakerMessage,
-  BreakerStateStore,
-  BreakerStoreListener,
-  OpenBreakerRecord,
-  ProbeClaim,
-  WindowCounts,
-} from './breaker-state-store.js';
+import type { BreakerMessage, BreakerStateStore, BreakerStoreListener, OpenBreakerRecord, ProbeClaim, WindowCounts } from './breaker-state-store.js';
 
 export interface RedisBreakerStateStoreOptions {
   readonly url: string;
@@ -256,18 +249,14 @@ export class RedisBreakerStateStore implements BreakerStateStore {
   }
 
   async claimProbe(candidate: string, token: string, now: number, ttlMs: number): Promise<ProbeClaim> {
-    const answer = await this.#run(() =>
-      this.#commands.claimProbe(this.#key('open', candidate), this.#key('probe', candidate), now, token, Math.round(ttlMs)),
-    );
+    const answer = await this.#run(() => this.#commands.claimProbe(this.#key('open', candidate), this.#key('probe', candidate), now, token, Math.round(ttlMs)));
     if (answer === 'granted') return { granted: true };
     const dueAt = Number(answer);
     return { granted: false, dueAt: answer !== '' && Number.isFinite(dueAt) ? dueAt : undefined };
   }
 
   async renewProbe(candidate: string, token: string, ttlMs: number): Promise<boolean> {
-    const renewed = await this.#run(() =>
-      this.#commands.renewProbe(this.#key('open', candidate), this.#key('probe', candidate), token, Math.round(ttlMs)),
-    );
+    const renewed = await this.#run(() => this.#commands.renewProbe(this.#key('open', candidate), this.#key('probe', candidate), token, Math.round(ttlMs)));
     return renewed === 1;
   }
 

@@ -176,7 +176,9 @@ export class SharedBreakers {
     if (healthy) {
       this.forget(candidate);
       if (!store.available) return;
-      store.publishClose(candidate, replica, hold?.token).catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate }, 'shared breakers: could not announce a close'));
+      store
+        .publishClose(candidate, replica, hold?.token)
+        .catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate }, 'shared breakers: could not announce a close'));
       return;
     }
     const now = this.now();
@@ -190,13 +192,17 @@ export class SharedBreakers {
     // Away, the next sync pushes the trip.
     if (!store.available) return;
     const options = { graceMs: this.probeLockMs() * 2, ...(releaseToken === undefined ? {} : { releaseToken }) };
-    store.publishOpen(record, options).catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate: record.candidate }, 'shared breakers: could not announce an open breaker'));
+    store
+      .publishOpen(record, options)
+      .catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate: record.candidate }, 'shared breakers: could not announce an open breaker'));
   }
 
   private cooledDown({ candidate, until, origin }: CoolDown): void {
     const { store, replica } = this.options;
     if (origin !== 'local' || !store.available) return;
-    store.publishCooldown(candidate, until, replica).catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate }, 'shared breakers: could not announce a cooldown'));
+    store
+      .publishCooldown(candidate, until, replica)
+      .catch((err: unknown) => this.log.warn({ err: errorMessage(err), candidate }, 'shared breakers: could not announce a cooldown'));
   }
 
   private schedule(record: OpenBreakerRecord): void {
@@ -296,7 +302,9 @@ export class SharedBreakers {
 
   private giveBack(candidate: string, hold: Hold): void {
     this.drop(candidate, hold);
-    this.options.store.releaseProbe(candidate, hold.token).catch((err: unknown) => this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: release failed'));
+    this.options.store
+      .releaseProbe(candidate, hold.token)
+      .catch((err: unknown) => this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: release failed'));
   }
 
   private counted(candidate: string, failure: boolean): void {
@@ -346,7 +354,9 @@ export class SharedBreakers {
       clearInterval(hold.renew);
       if (breakers.isProbing(candidate)) continue;
       releases.push(
-        store.releaseProbe(candidate, hold.token).catch((err: unknown) => this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: release at close failed')),
+        store
+          .releaseProbe(candidate, hold.token)
+          .catch((err: unknown) => this.log.debug({ err: errorMessage(err), candidate }, 'shared breakers: release at close failed')),
       );
     }
     this.holds.clear();

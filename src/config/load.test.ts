@@ -2,7 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { buildConfig, ConfigError, loadConfigFile } from './load.js';
 
 const valid = {
-  providers: { 'gpu-a': { baseUrl: 'http://10.0.0.5:8080/', type: 'llama-swap', timeouts: { firstByteMs: 180000 } }, 'gpu-b': { baseUrl: 'http://10.0.0.6:8080' } },
+  providers: {
+    'gpu-a': { baseUrl: 'http://10.0.0.5:8080/', type: 'llama-swap', timeouts: { firstByteMs: 180000 } },
+    'gpu-b': { baseUrl: 'http://10.0.0.6:8080' },
+  },
   virtualModels: { 'auto:chat': { candidates: ['gpu-a/org/qwen:7b', { target: 'gpu-b/llama', weight: 2 }] } },
 };
 

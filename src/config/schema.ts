@@ -32,24 +32,24 @@ const providerSchema = z.strictObject({
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
     .refine((url) => !URL.canParse(url) || (new URL(url).search === '' && new URL(url).hash === ''), 'must not carry a query or fragment')
     // Undici would drop them silently: a key belongs in apiKeyEnv, sent as a bearer token.
-    .refine((url) => !URL.canParse(url) || (new URL(url).username === '' && new URL(url).password === ''), 'must not carry user:password@ (not sent upstream); put a key in apiKeyEnv'),
+    .refine(
+      (url) => !URL.canParse(url) || (new URL(url).username === '' && new URL(url).password === ''),
+      'must not carry user:password@ (not sent upstream); put a key in apiKeyEnv',
+    ),
   type: z.enum(['llama-swap', 'openai']).default('openai'),
-  apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
-  /** Overrides of the global `timeouts`, key by key. */
-  timeouts: z
-    .strictObject({ connectMs: positiveMs, firstByteMs: positiveMs, idleMs: positiveMs, totalMs: positiveMs })
-    .partial()
+  apiKeyEnv: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
     .optional(),
+  /** Overrides of the global `timeouts`, key by key. */
+  timeouts: z.strictObject({ connectMs: positiveMs, firstByteMs: positiveMs, idleMs: positiveMs, totalMs: positiveMs }).partial().optional(),
   /** Keep-alive connections to this provider, per gateway process. */
   maxConnections: z.number().int().positive().default(128),
   /** Models served, in addition to those discovered from the provider's /v1/models. */
   models: z.array(z.string().min(1)).default([]),
 });
 
-const candidateSchema = z.union([
-  z.string(),
-  z.strictObject({ target: z.string(), weight: z.number().positive().default(1) }),
-]);
+const candidateSchema = z.union([z.string(), z.strictObject({ target: z.string(), weight: z.number().positive().default(1) })]);
 
 const virtualModelSchema = z.strictObject({
   strategy: z.enum(['priority', 'round-robin', 'weighted', 'least-latency']).default('priority'),
@@ -57,92 +57,96 @@ const virtualModelSchema = z.strictObject({
   candidates: z.array(candidateSchema).min(1, 'needs at least one candidate'),
 });
 
-export const configFileSchema = z
-  .strictObject({
-    providers: z.record(
-      z.string().regex(/^[A-Za-z0-9._-]+$/, 'provider names use letters, digits, ".", "_" and "-"'),
-      providerSchema,
-    ),
-    virtualModels: z.record(z.string().min(1), virtualModelSchema).default({}),
-    exposeConcreteModels: z.boolean().default(true),
-    /**
-     * Peers (load balancers) whose X-Forwarded-For and X-Forwarded-Proto are believed and
-     * extended; from any other peer those headers are dropped and set anew.
-     */
-    trustedProxies: z.array(addressOrSubnet).default([]),
-    timeouts: timeoutsSchema.prefault({}),
-    breaker: z
-      .strictObject({
-        errorThresholdPercentage: z.number().min(1).max(100).default(50),
-        volumeThreshold: z.number().int().min(1).default(3),
-        rollingCountTimeoutMs: positiveMs.default(10_000),
-        resetTimeoutMs: positiveMs.default(15_000),
-      })
-      .prefault({}),
-    healthCheck: z
-      .strictObject({
-        intervalMs: positiveMs.default(5_000),
-        timeoutMs: positiveMs.default(2_000),
-      })
-      .prefault({}),
-    auth: z
-      .strictObject({
-        apiKeys: z.array(sha256Hex).default([]),
-        /** Keys that may also read /admin/*; accepted wherever a client key is. */
-        adminKeys: z.array(sha256Hex).default([]),
-      })
-      .prefault({}),
-    limits: z
-      .strictObject({
-        maxBodyBytes: z.number().int().positive().default(10 * 1024 * 1024),
-        /** Slow-header clients (slowloris) are cut off after this long. */
-        headersTimeoutMs: positiveMs.default(30_000),
-        /** Whole client request including a long stream; keep it above timeouts.totalMs. */
-        requestTimeoutMs: positiveMs.default(900_000),
-        /**
-         * How long a client may leave an answer unread (the upstream is held paused meanwhile)
-         * before the gateway gives up on it: recorded as client_closed, never held against the upstream.
-         */
-        clientWriteTimeoutMs: positiveMs.default(120_000),
-        /** Deepest nesting of objects and arrays in a request body; deeper bodies get 400 json_too_deep. */
-        maxJsonDepth: z.number().int().min(2).max(1_000).default(64),
-      })
-      .prefault({}),
-    shutdown: z
-      .strictObject({
-        /**
-         * On SIGTERM: how long the gateway reports not-ready on /readyz while it still accepts
-         * requests, so that a load balancer takes it out before it stops listening.
-         */
-        graceMs: z.number().int().min(0).default(5_000),
-        /** Then: how long requests in flight (long streams) may run on before their sockets are cut. */
-        drainMs: positiveMs.default(30_000),
-      })
-      .prefault({}),
-    events: z
-      .strictObject({
-        /** Events held in memory on their way to the queue or the in-process writer. */
-        maxBuffered: z.number().int().positive().default(100_000),
-        /** Upper bound of the spool file; beyond it events are dropped and counted. */
-        spoolMaxBytes: z.number().int().positive().default(256 * 1024 * 1024),
-        /** Worker batch (one insert statement), in events; also the producer's events per `addBulk`. */
-        batchSize: z.number().int().positive().default(1_000),
-        batchMaxWaitMs: positiveMs.default(200),
-        /**
-         * Events packed into one BullMQ job: each job costs Redis two Lua scripts and the gateway
-         * a BullMQ add whatever its size. 1,000 rather than 200 took 3 % off the gateway's
-         * instructions per request under load (`npm run bench:instructions`, two runs each).
-         */
-        eventsPerJob: z.number().int().positive().max(1_000).default(1_000),
-        /**
-         * Longest an event waits in the gateway before it is sent to the queue; a full job
-         * (`eventsPerJob` events) is sent at once. Every send costs a pipeline and a Lua call
-         * whatever it carries, so sending less often is cheaper per event.
-         */
-        flushMs: positiveMs.default(100),
-      })
-      .prefault({}),
-  });
+export const configFileSchema = z.strictObject({
+  providers: z.record(z.string().regex(/^[A-Za-z0-9._-]+$/, 'provider names use letters, digits, ".", "_" and "-"'), providerSchema),
+  virtualModels: z.record(z.string().min(1), virtualModelSchema).default({}),
+  exposeConcreteModels: z.boolean().default(true),
+  /**
+   * Peers (load balancers) whose X-Forwarded-For and X-Forwarded-Proto are believed and
+   * extended; from any other peer those headers are dropped and set anew.
+   */
+  trustedProxies: z.array(addressOrSubnet).default([]),
+  timeouts: timeoutsSchema.prefault({}),
+  breaker: z
+    .strictObject({
+      errorThresholdPercentage: z.number().min(1).max(100).default(50),
+      volumeThreshold: z.number().int().min(1).default(3),
+      rollingCountTimeoutMs: positiveMs.default(10_000),
+      resetTimeoutMs: positiveMs.default(15_000),
+    })
+    .prefault({}),
+  healthCheck: z
+    .strictObject({
+      intervalMs: positiveMs.default(5_000),
+      timeoutMs: positiveMs.default(2_000),
+    })
+    .prefault({}),
+  auth: z
+    .strictObject({
+      apiKeys: z.array(sha256Hex).default([]),
+      /** Keys that may also read /admin/*; accepted wherever a client key is. */
+      adminKeys: z.array(sha256Hex).default([]),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      maxBodyBytes: z
+        .number()
+        .int()
+        .positive()
+        .default(10 * 1024 * 1024),
+      /** Slow-header clients (slowloris) are cut off after this long. */
+      headersTimeoutMs: positiveMs.default(30_000),
+      /** Whole client request including a long stream; keep it above timeouts.totalMs. */
+      requestTimeoutMs: positiveMs.default(900_000),
+      /**
+       * How long a client may leave an answer unread (the upstream is held paused meanwhile)
+       * before the gateway gives up on it: recorded as client_closed, never held against the upstream.
+       */
+      clientWriteTimeoutMs: positiveMs.default(120_000),
+      /** Deepest nesting of objects and arrays in a request body; deeper bodies get 400 json_too_deep. */
+      maxJsonDepth: z.number().int().min(2).max(1_000).default(64),
+    })
+    .prefault({}),
+  shutdown: z
+    .strictObject({
+      /**
+       * On SIGTERM: how long the gateway reports not-ready on /readyz while it still accepts
+       * requests, so that a load balancer takes it out before it stops listening.
+       */
+      graceMs: z.number().int().min(0).default(5_000),
+      /** Then: how long requests in flight (long streams) may run on before their sockets are cut. */
+      drainMs: positiveMs.default(30_000),
+    })
+    .prefault({}),
+  events: z
+    .strictObject({
+      /** Events held in memory on their way to the queue or the in-process writer. */
+      maxBuffered: z.number().int().positive().default(100_000),
+      /** Upper bound of the spool file; beyond it events are dropped and counted. */
+      spoolMaxBytes: z
+        .number()
+        .int()
+        .positive()
+        .default(256 * 1024 * 1024),
+      /** Worker batch (one insert statement), in events; also the producer's events per `addBulk`. */
+      batchSize: z.number().int().positive().default(1_000),
+      batchMaxWaitMs: positiveMs.default(200),
+      /**
+       * Events packed into one BullMQ job: each job costs Redis two Lua scripts and the gateway
+       * a BullMQ add whatever its size. 1,000 rather than 200 took 3 % off the gateway's
+       * instructions per request under load (`npm run bench:instructions`, two runs each).
+       */
+      eventsPerJob: z.number().int().positive().max(1_000).default(1_000),
+      /**
+       * Longest an event waits in the gateway before it is sent to the queue; a full job
+       * (`eventsPerJob` events) is sent at once. Every send costs a pipeline and a Lua call
+       * whatever it carries, so sending less often is cheaper per event.
+       */
+      flushMs: positiveMs.default(100),
+    })
+    .prefault({}),
+});
 
 export type ConfigFile = z.infer<typeof configFileSchema>;
 export type Timeouts = z.infer<typeof timeoutsSchema>;

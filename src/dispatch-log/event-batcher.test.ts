@@ -3,8 +3,7 @@ import { EventBatcher } from './event-batcher.js';
 
 describe('EventBatcher', () => {
   let batches: number[][];
-  const make = (maxSize: number, maxWaitMs: number) =>
-    new EventBatcher<number>({ maxSize, maxWaitMs, onBatch: (batch) => batches.push(batch) });
+  const make = (maxSize: number, maxWaitMs: number) => new EventBatcher<number>({ maxSize, maxWaitMs, onBatch: (batch) => batches.push(batch) });
 
   beforeEach(() => {
     batches = [];

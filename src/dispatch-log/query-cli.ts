@@ -11,7 +11,8 @@ import { errorMessage } from '../shared/error-message.js';
 const newest = `SELECT created_at, status, virtual_model, chosen_provider_id, chosen_model, duration_ms, ttfb_ms, source
   FROM route_dispatch_log ORDER BY created_at DESC LIMIT 20`;
 
-const cell = (value: unknown) => (value === null || value === undefined ? '' : value instanceof Date ? value.toISOString() : typeof value === 'object' ? JSON.stringify(value) : String(value));
+const cell = (value: unknown) =>
+  value === null || value === undefined ? '' : value instanceof Date ? value.toISOString() : typeof value === 'object' ? JSON.stringify(value) : String(value);
 
 async function main(): Promise<void> {
   const env = loadEnv(process.env);

@@ -124,7 +124,9 @@ function setUp(candidates = ['a/m1', 'b/m2', 'c/m3']) {
 
   const counter = async (name: string, labels: Record<string, string> = {}) => {
     const metric = await register.getSingleMetric(name)?.get();
-    return (metric?.values ?? []).filter((sample) => Object.entries(labels).every(([key, value]) => sample.labels[key] === value)).reduce((sum, sample) => sum + sample.value, 0);
+    return (metric?.values ?? [])
+      .filter((sample) => Object.entries(labels).every(([key, value]) => sample.labels[key] === value))
+      .reduce((sum, sample) => sum + sample.value, 0);
   };
   return { failover, fleet, breakers, upstreams, events, serve, counter };
 }
@@ -311,7 +313,13 @@ describe('Failover.serve', () => {
 
   it('destroys a JSON answer cut short after its first byte: a broken connection tells the client', async () => {
     const t = setUp();
-    t.upstreams.a.script((request) => request.start().respond(200, { ...json, 'content-length': '100' }).data('{"id":').fail(reset));
+    t.upstreams.a.script((request) =>
+      request
+        .start()
+        .respond(200, { ...json, 'content-length': '100' })
+        .data('{"id":')
+        .fail(reset),
+    );
     const { res } = await t.serve();
     expect(res.destroyed).toBe(true);
     expect(t.events[0]).toMatchObject({ status: 'stream_error', chosen_provider_id: 'a' });

@@ -36,11 +36,14 @@ describe('RequestBody.withModel', () => {
     expect(bodyOf(text).withModel('z').toString()).toBe(expected);
   });
 
-  it('gives the upstream exactly one model, the candidate\'s, read first-key or last-key, for any object JSON.parse accepts', () => {
+  it("gives the upstream exactly one model, the candidate's, read first-key or last-key, for any object JSON.parse accepts", () => {
     const modelKey = fc.constantFrom('model', 'mod\\u0065l', '\\u006dodel', 'Model', 'MODEL', 'mOdEl');
     const otherKey = fc.constantFrom('messages', 'stream', 'x', 'models', 'model ', 'm\\"odel');
     const key = fc.oneof(modelKey, otherKey);
-    const value = fc.oneof(fc.string({ maxLength: 8 }).map((s) => JSON.stringify(s)), fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify(v)));
+    const value = fc.oneof(
+      fc.string({ maxLength: 8 }).map((s) => JSON.stringify(s)),
+      fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify(v)),
+    );
     const member = fc.tuple(key, value).map(([k, v]) => `"${k}":${v}`);
     fc.assert(
       fc.property(fc.array(member, { maxLength: 6 }), fc.string({ minLength: 1, maxLength: 12 }), (members, candidate) => {

@@ -35,40 +35,84 @@ function referenceEstimate(body: Record<string, unknown>): number {
 
 /** JSON-ish text: the bytes JSON is made of, in any order, so that most of it is almost JSON. */
 const almostJson = fc
-  .array(fc.constantFrom('{', '}', '[', ']', ',', ':', '"', '\\', 'u', '0', '1', '9', '-', '+', '.', 'e', 'E', ' ', '\n', '\t', 'a', 'true', 'false', 'null', '"model"', '\u0001', 'é', '\u{1f600}', '\\u00e9', '\\n', '\u2028'), { maxLength: 40 })
+  .array(
+    fc.constantFrom(
+      '{',
+      '}',
+      '[',
+      ']',
+      ',',
+      ':',
+      '"',
+      '\\',
+      'u',
+      '0',
+      '1',
+      '9',
+      '-',
+      '+',
+      '.',
+      'e',
+      'E',
+      ' ',
+      '\n',
+      '\t',
+      'a',
+      'true',
+      'false',
+      'null',
+      '"model"',
+      '\u0001',
+      'é',
+      '\u{1f600}',
+      '\\u00e9',
+      '\\n',
+      '\u2028',
+    ),
+    { maxLength: 40 },
+  )
   .map((parts) => parts.join(''));
 
 /** Valid JSON with a random edit (a byte removed, doubled or replaced). */
-const editedJson = fc
-  .tuple(fc.jsonValue({ maxDepth: 4 }), fc.nat(), fc.constantFrom('drop', 'double', 'quote', 'brace'))
-  .map(([value, at, edit]) => {
-    const text = JSON.stringify({ model: 'm', value });
-    const i = at % text.length;
-    if (edit === 'drop') return text.slice(0, i) + text.slice(i + 1);
-    if (edit === 'double') return text.slice(0, i) + text[i] + text.slice(i);
-    return text.slice(0, i) + (edit === 'quote' ? '"' : '{') + text.slice(i + 1);
-  });
+const editedJson = fc.tuple(fc.jsonValue({ maxDepth: 4 }), fc.nat(), fc.constantFrom('drop', 'double', 'quote', 'brace')).map(([value, at, edit]) => {
+  const text = JSON.stringify({ model: 'm', value });
+  const i = at % text.length;
+  if (edit === 'drop') return text.slice(0, i) + text.slice(i + 1);
+  if (edit === 'double') return text.slice(0, i) + text[i] + text.slice(i);
+  return text.slice(0, i) + (edit === 'quote' ? '"' : '{') + text.slice(i + 1);
+});
 
 describe('scanRequest', () => {
   it('accepts exactly the texts JSON.parse accepts', () => {
     fc.assert(
-      fc.property(fc.oneof(almostJson, editedJson, fc.json().map((j) => `{"model":"m","x":${j}}`)), (text) => {
-        let parses = true;
-        try {
-          JSON.parse(text);
-        } catch {
-          parses = false;
-        }
-        const outcome = codeOf(text);
-        if (parses) expect(outcome).not.toBe('invalid_json');
-        else expect(outcome === 'invalid_json' || outcome === 'invalid_body').toBe(true);
-      }),
+      fc.property(
+        fc.oneof(
+          almostJson,
+          editedJson,
+          fc.json().map((j) => `{"model":"m","x":${j}}`),
+        ),
+        (text) => {
+          let parses = true;
+          try {
+            JSON.parse(text);
+          } catch {
+            parses = false;
+          }
+          const outcome = codeOf(text);
+          if (parses) expect(outcome).not.toBe('invalid_json');
+          else expect(outcome === 'invalid_json' || outcome === 'invalid_body').toBe(true);
+        },
+      ),
       { numRuns: 5_000 },
     );
   });
 
   it('accepts exactly what JSON.parse accepts for raw bytes too (invalid UTF-8 inside and outside strings)', () => {
-    for (const bytes of [[0x7b, 0x22, 0x6d, 0x22, 0x3a, 0xff, 0x7d], [0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d], [0xef, 0xbb, 0xbf, 0x7b, 0x7d]]) {
+    for (const bytes of [
+      [0x7b, 0x22, 0x6d, 0x22, 0x3a, 0xff, 0x7d],
+      [0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d],
+      [0xef, 0xbb, 0xbf, 0x7b, 0x7d],
+    ]) {
       const raw = Buffer.from(bytes);
       let parses = true;
       try {
@@ -83,7 +127,14 @@ describe('scanRequest', () => {
   it('reads model, stream and the context estimate as a parse of the same body would', () => {
     const content = fc.oneof(
       fc.string({ unit: 'grapheme', maxLength: 30 }),
-      fc.array(fc.oneof(fc.string({ maxLength: 10 }), fc.record({ type: fc.constant('text'), text: fc.string({ unit: 'binary', maxLength: 10 }) }), fc.jsonValue({ maxDepth: 1 })), { maxLength: 3 }),
+      fc.array(
+        fc.oneof(
+          fc.string({ maxLength: 10 }),
+          fc.record({ type: fc.constant('text'), text: fc.string({ unit: 'binary', maxLength: 10 }) }),
+          fc.jsonValue({ maxDepth: 1 }),
+        ),
+        { maxLength: 3 },
+      ),
       fc.jsonValue({ maxDepth: 2 }),
     );
     const message = fc.oneof(fc.record({ role: fc.constantFrom('user', 'system'), content }, { requiredKeys: ['role'] }), fc.jsonValue({ maxDepth: 1 }));
@@ -115,17 +166,24 @@ describe('scanRequest', () => {
 
   it('gives the same answer read in slices of any size as read at once', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.oneof(editedJson, fc.json().map((j) => `{"model":"m","x":${j}}`)), fc.integer({ min: 1, max: 40 }), async (text, slice) => {
-        const raw = Buffer.from(text);
-        const whole = codeOf(raw);
-        let sliced: string | RequestFields;
-        try {
-          sliced = await scanRequestInSlices(raw, { maxJsonDepth: 10_000 }, slice);
-        } catch (err: unknown) {
-          sliced = (err as InvalidRequestError).code;
-        }
-        expect(sliced).toEqual(whole);
-      }),
+      fc.asyncProperty(
+        fc.oneof(
+          editedJson,
+          fc.json().map((j) => `{"model":"m","x":${j}}`),
+        ),
+        fc.integer({ min: 1, max: 40 }),
+        async (text, slice) => {
+          const raw = Buffer.from(text);
+          const whole = codeOf(raw);
+          let sliced: string | RequestFields;
+          try {
+            sliced = await scanRequestInSlices(raw, { maxJsonDepth: 10_000 }, slice);
+          } catch (err: unknown) {
+            sliced = (err as InvalidRequestError).code;
+          }
+          expect(sliced).toEqual(whole);
+        },
+      ),
       { numRuns: 1_000 },
     );
   });

@@ -116,7 +116,14 @@ function asciiKey(raw: Buffer, start: number, end: number): Key {
 
 /** `model` in any case, as the five ASCII bytes at `start` (upper- and lower-case letters differ by 0x20). */
 function isModelInAnyCase(raw: Buffer, start: number, end: number): boolean {
-  return end - start === 5 && (raw[start]! | 0x20) === 0x6d && (raw[start + 1]! | 0x20) === 0x6f && (raw[start + 2]! | 0x20) === 0x64 && (raw[start + 3]! | 0x20) === 0x65 && (raw[start + 4]! | 0x20) === 0x6c;
+  return (
+    end - start === 5 &&
+    (raw[start]! | 0x20) === 0x6d &&
+    (raw[start + 1]! | 0x20) === 0x6f &&
+    (raw[start + 2]! | 0x20) === 0x64 &&
+    (raw[start + 3]! | 0x20) === 0x65 &&
+    (raw[start + 4]! | 0x20) === 0x6c
+  );
 }
 
 /** The kind of a top-level member's value, for the type checks of the fields the gateway reads. */
@@ -298,7 +305,11 @@ class RequestScanner {
       throw new InvalidRequestError('model: the body has more than one "model" key; send exactly one', 'model', 'duplicate_model_key');
     }
     if (this.modelKeyEscaped) {
-      throw new InvalidRequestError('model: write the key "model" without escapes (upstream servers read escaped keys differently)', 'model', 'escaped_model_key');
+      throw new InvalidRequestError(
+        'model: write the key "model" without escapes (upstream servers read escaped keys differently)',
+        'model',
+        'escaped_model_key',
+      );
     }
     if (this.duplicateKey !== undefined) {
       throw new InvalidRequestError(`${this.duplicateKey}: the body has this key more than once; send it once`, this.duplicateKey, 'duplicate_key');
@@ -490,7 +501,16 @@ class RequestScanner {
         if (escaped === 0x75) {
           if (!isHexDigit(raw[i + 2]) || !isHexDigit(raw[i + 3]) || !isHexDigit(raw[i + 4]) || !isHexDigit(raw[i + 5])) throw invalidJson();
           i += 6;
-        } else if (escaped === quote || escaped === backslash || escaped === 0x2f || escaped === 0x62 || escaped === 0x66 || escaped === 0x6e || escaped === 0x72 || escaped === 0x74) {
+        } else if (
+          escaped === quote ||
+          escaped === backslash ||
+          escaped === 0x2f ||
+          escaped === 0x62 ||
+          escaped === 0x66 ||
+          escaped === 0x6e ||
+          escaped === 0x72 ||
+          escaped === 0x74
+        ) {
           i += 2;
         } else throw invalidJson();
         this.stringHasEscape = true;

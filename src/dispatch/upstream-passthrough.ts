@@ -77,7 +77,8 @@ export class UpstreamPassthrough {
   async fetch(model: string, restSegments: readonly string[], query: string, signal: AbortSignal): Promise<PassthroughAnswer> {
     // A model id may hold `/` (an encoded `provider/model`); each of its parts must be safe too.
     for (const segment of [...model.split('/'), ...restSegments]) {
-      if (!isSafePathSegment(segment)) throw new InvalidRequestError('the upstream path has an empty, "." or ".." segment, or a separator', 'path', 'invalid_path');
+      if (!isSafePathSegment(segment))
+        throw new InvalidRequestError('the upstream path has an empty, "." or ".." segment, or a separator', 'path', 'invalid_path');
     }
     if (restSegments.length === 0) throw new InvalidRequestError('an upstream path is needed after the model', 'path', 'invalid_path');
     const { config, fleet, client, planner } = this.deps;
@@ -87,8 +88,7 @@ export class UpstreamPassthrough {
 
     const unreachable = await this.refreshLoaded(targets, signal);
     const reachable = targets.filter((target) => !unreachable.has(target.provider));
-    const swapsModel = (target: CandidateView) =>
-      config().providers[target.provider]?.type === 'llama-swap' && !fleet.isLoaded(target.provider, target.model);
+    const swapsModel = (target: CandidateView) => config().providers[target.provider]?.type === 'llama-swap' && !fleet.isLoaded(target.provider, target.model);
     const isProps = rest.length === 1 && rest[0] === 'props';
 
     const ask = async (target: CandidateView): Promise<PassthroughAnswer | undefined> => {

@@ -74,7 +74,10 @@ describe('UsageReader on the usage object itself', () => {
   it('parses nothing to read a flat object of counts', () => {
     const parse = vi.spyOn(JSON, 'parse');
     try {
-      expect(read(false, '{"id":"x","usage":{"prompt_tokens":210,"completion_tokens":40,"total_tokens":250}}')).toEqual({ promptTokens: 210, completionTokens: 40 });
+      expect(read(false, '{"id":"x","usage":{"prompt_tokens":210,"completion_tokens":40,"total_tokens":250}}')).toEqual({
+        promptTokens: 210,
+        completionTokens: 40,
+      });
       expect(parse).not.toHaveBeenCalled();
     } finally {
       parse.mockRestore();
@@ -114,7 +117,10 @@ describe('UsageReader on SSE streams', () => {
   it('finds a "usage" key cut between two chunks at any byte', () => {
     const keyAt = usageEvent.indexOf('"usage"');
     for (let cut = keyAt + 1; cut < keyAt + '"usage"'.length; cut++) {
-      expect(read(true, chunk('a'), chunk('b'), usageEvent.slice(0, cut), usageEvent.slice(cut), 'data: [DONE]\n\n')).toEqual({ promptTokens: 30, completionTokens: 4 });
+      expect(read(true, chunk('a'), chunk('b'), usageEvent.slice(0, cut), usageEvent.slice(cut), 'data: [DONE]\n\n')).toEqual({
+        promptTokens: 30,
+        completionTokens: 4,
+      });
     }
   });
 

@@ -49,8 +49,24 @@ export const dispatchJobDataSchema = rowsJobDataSchema;
 function toRow(e: DispatchEvent): unknown[] {
   const attempts = e.attempts.map((a) => [a.candidate, a.outcome, a.http_status, a.ms]);
   return [
-    e.id, e.created_at, e.request_id, e.requested_model, e.virtual_model, e.chosen_provider_id, e.chosen_model, e.candidates_tried, attempts,
-    e.status, e.source, e.error, e.duration_ms, e.ttfb_ms, e.stream, e.prompt_tokens, e.completion_tokens, e.replica,
+    e.id,
+    e.created_at,
+    e.request_id,
+    e.requested_model,
+    e.virtual_model,
+    e.chosen_provider_id,
+    e.chosen_model,
+    e.candidates_tried,
+    attempts,
+    e.status,
+    e.source,
+    e.error,
+    e.duration_ms,
+    e.ttfb_ms,
+    e.stream,
+    e.prompt_tokens,
+    e.completion_tokens,
+    e.replica,
   ];
 }
 

@@ -101,9 +101,7 @@ export function createApp(deps: AppDeps): RequestListener {
       res,
       current.limits.maxBodyBytes,
       (body) =>
-        serveDispatch(failover, endpoint, req, res, context, body, current).catch((err: unknown) =>
-          sendDispatchError(res, context, err, () => context.logger),
-        ),
+        serveDispatch(failover, endpoint, req, res, context, body, current).catch((err: unknown) => sendDispatchError(res, context, err, () => context.logger)),
       (error) => sendDispatchError(res, context, error, () => context.logger),
     );
   };
@@ -125,7 +123,10 @@ function createExpressApp(deps: AppDeps): express.Express {
   app.use(requestContext(logger, metrics));
   app.get('/healthz', healthzRoute());
   app.get('/readyz', readyzRoute(deps.backingServices, deps.draining));
-  app.get('/metrics', metricsRoute(register, () => metrics.redisUp.set(deps.backingServices().redis === 'ok' ? 1 : 0)));
+  app.get(
+    '/metrics',
+    metricsRoute(register, () => metrics.redisUp.set(deps.backingServices().redis === 'ok' ? 1 : 0)),
+  );
 
   const auth = requireApiKey(() => config().apiKeyDigests);
   app.get('/v1/models', auth, modelsRoute(config, fleet, Date.now()));

@@ -26,8 +26,7 @@ export function sendError(res: ServerResponse, error: unknown, logger: () => Log
   if (error instanceof GatewayError) {
     gatewayError = error;
   } else {
-    gatewayError =
-      fromFrameworkError(error) ?? new GatewayError('internal error', { code: 'internal_error', status: 500, openaiType: 'api_error' });
+    gatewayError = fromFrameworkError(error) ?? new GatewayError('internal error', { code: 'internal_error', status: 500, openaiType: 'api_error' });
     if (gatewayError.status === 500) logger().error({ err: error }, 'unhandled error');
   }
   if (res.headersSent) {

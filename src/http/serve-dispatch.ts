@@ -65,5 +65,8 @@ export async function serveDispatch(
   const { limits } = config;
   const fields: RequestFields = raw.length <= syncScanBytes ? scanRequest(raw, limits) : await scanRequestInSlices(raw, limits);
   const body = new RequestBody(raw, fields.model, fields.modelSpan);
-  await failover.serve(new ClientDispatchRequest(endpoint, fields.model, fields.stream, body, fields.requiredContext, req, context, config.trustedProxies), res);
+  await failover.serve(
+    new ClientDispatchRequest(endpoint, fields.model, fields.stream, body, fields.requiredContext, req, context, config.trustedProxies),
+    res,
+  );
 }

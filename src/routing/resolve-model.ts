@@ -9,7 +9,6 @@ export interface Resolution {
   readonly preferLoaded: boolean;
 }
 
-
 /** Every model a provider is known to serve: from the config (candidates, `models`) and discovery. */
 export function isKnownModel(config: Config, provider: string, model: string, discovered: ReadonlySet<string>): boolean {
   if (!Object.hasOwn(config.providers, provider)) return false;
@@ -24,11 +23,7 @@ export function isKnownModel(config: Config, provider: string, model: string, di
  * of a known model -> that one; a bare name -> every provider that serves it (configured
  * `models` or discovered). undefined when nothing matches (404 model_not_found).
  */
-export function resolveModel(
-  requested: string,
-  config: Config,
-  discoveredModels: (provider: string) => ReadonlySet<string>,
-): Resolution | undefined {
+export function resolveModel(requested: string, config: Config, discoveredModels: (provider: string) => ReadonlySet<string>): Resolution | undefined {
   const virtualModel = Object.hasOwn(config.virtualModels, requested) ? config.virtualModels[requested] : undefined;
   if (virtualModel) {
     return { virtualModel, candidates: virtualModel.candidates, strategy: virtualModel.strategy, preferLoaded: virtualModel.preferLoaded };

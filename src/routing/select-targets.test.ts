@@ -3,7 +3,19 @@ import { selectTargets, type CandidateView, type SelectionPolicy } from './selec
 
 function candidate(id: string, overrides: Partial<CandidateView> = {}): CandidateView {
   const [provider = '', model = ''] = id.split('/');
-  return { id, provider, model, weight: 1, breaker: 'closed', healthy: true, coolingDown: false, loaded: undefined, latencyMs: undefined, contextSize: undefined, ...overrides };
+  return {
+    id,
+    provider,
+    model,
+    weight: 1,
+    breaker: 'closed',
+    healthy: true,
+    coolingDown: false,
+    loaded: undefined,
+    latencyMs: undefined,
+    contextSize: undefined,
+    ...overrides,
+  };
 }
 
 const policy = (overrides: Partial<SelectionPolicy> = {}): SelectionPolicy => ({
@@ -31,7 +43,10 @@ describe('selectTargets', () => {
   });
 
   it('still tries candidates whose breakers are all open (panic), but never unhealthy ones', () => {
-    const selection = selectTargets([candidate('a/m', { breaker: 'open' }), candidate('b/m', { coolingDown: true }), candidate('c/m', { healthy: false })], policy());
+    const selection = selectTargets(
+      [candidate('a/m', { breaker: 'open' }), candidate('b/m', { coolingDown: true }), candidate('c/m', { healthy: false })],
+      policy(),
+    );
     expect(ids(selection)).toEqual(['a/m', 'b/m']);
     expect(selection.panic).toBe(true);
   });

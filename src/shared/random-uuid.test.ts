@@ -17,7 +17,14 @@ describe('randomUuid', () => {
   it('uses every hex digit in every free position (the bytes are random, not a pattern)', () => {
     const seen = Array.from({ length: 36 }, () => new Set<string>());
     for (let i = 0; i < 2_000; i++) [...randomUuid()].forEach((char, at) => seen[at]!.add(char));
-    const fixed = new Map([[8, 1], [13, 1], [14, 1], [18, 1], [19, 4], [23, 1]]);
+    const fixed = new Map([
+      [8, 1],
+      [13, 1],
+      [14, 1],
+      [18, 1],
+      [19, 4],
+      [23, 1],
+    ]);
     seen.forEach((chars, at) => expect(chars.size, `position ${at}`).toBe(fixed.get(at) ?? 16));
   });
 });

@@ -44,7 +44,7 @@ describe('AttemptClock', () => {
     expect(expired[0]!.reason).toBeInstanceOf(IdleTimeoutError);
   });
 
-  it('stops the idle budget while the client is not reading, and runs the client\'s write budget instead', () => {
+  it("stops the idle budget while the client is not reading, and runs the client's write budget instead", () => {
     const { clock, expired } = clockWith({ idleMs: 50 }, 300);
     clock.firstByte(performance.now());
     vi.advanceTimersByTime(10);
@@ -68,7 +68,7 @@ describe('AttemptClock', () => {
     expect(expired.map(({ at, reason }) => [at, reason.name])).toEqual([[250, 'IdleTimeoutError']]);
   });
 
-  it('fires the client\'s write budget on time when it is shorter than the idle budget armed before it', () => {
+  it("fires the client's write budget on time when it is shorter than the idle budget armed before it", () => {
     const { clock, expired } = clockWith({ idleMs: 5_000, firstByteMs: 5_000, totalMs: 60_000 }, 100);
     clock.firstByte(performance.now());
     clock.clientStalled();

@@ -141,7 +141,11 @@ describe('sendAttempt', () => {
 
   it('aborts a failover answer whose error body runs past 64 KiB instead of reading it all', async () => {
     const { upstream, outcome } = attempt();
-    upstream.start().respond(502).data(Buffer.alloc(40 * 1024)).data(Buffer.alloc(40 * 1024));
+    upstream
+      .start()
+      .respond(502)
+      .data(Buffer.alloc(40 * 1024))
+      .data(Buffer.alloc(40 * 1024));
     expect((await failureOf(outcome)).outcome).toBe('http_5xx');
     expect(upstream.controller.calls).toEqual(['abort']);
     expect(upstream.controller.reason?.message).toMatch(/too long/);
@@ -156,7 +160,12 @@ describe('sendAttempt', () => {
     const error = errorWithCode('connect ECONNREFUSED 127.0.0.1:1', 'ECONNREFUSED');
     refused.upstream.fail(error);
     const failure = await failureOf(refused.outcome);
-    expect(failure).toMatchObject({ outcome: 'connect_error', message: 'ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:1', httpStatus: null, countsAsBreakerFailure: true });
+    expect(failure).toMatchObject({
+      outcome: 'connect_error',
+      message: 'ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:1',
+      httpStatus: null,
+      countsAsBreakerFailure: true,
+    });
     expect(failure.cause).toBe(error);
   });
 
@@ -204,7 +213,11 @@ describe('sendAttempt', () => {
   });
 
   it('rejects a dispatch that throws as a connect error', async () => {
-    const pool = { dispatch: () => { throw new Error('pool closed'); } };
+    const pool = {
+      dispatch: () => {
+        throw new Error('pool closed');
+      },
+    };
     const { outcome } = attempt({ pool: pool as unknown as AttemptRequest['pool'] });
     expect(await failureOf(outcome)).toMatchObject({ outcome: 'connect_error', message: 'pool closed' });
   });

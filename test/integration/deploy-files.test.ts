@@ -56,11 +56,17 @@ describe('docker-compose.yml', () => {
   });
 
   it('has Prometheus scrape every gateway replica and the worker, and nginx balance over every replica', async () => {
-    const gateways = Object.keys(services).filter((name) => /^gateway-\d+$/.test(name)).sort();
+    const gateways = Object.keys(services)
+      .filter((name) => /^gateway-\d+$/.test(name))
+      .sort();
     const scrape = parseYaml(await read('prometheus/prometheus.yml')) as {
       scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
     };
-    const targets = (job: string) => scrape.scrape_configs.filter((config) => config.job_name === job).flatMap((config) => config.static_configs.flatMap((s) => s.targets)).sort();
+    const targets = (job: string) =>
+      scrape.scrape_configs
+        .filter((config) => config.job_name === job)
+        .flatMap((config) => config.static_configs.flatMap((s) => s.targets))
+        .sort();
     expect(targets('boo-gateway')).toEqual(gateways.map((name) => `${name}:${services[name]!.environment?.['PORT']}`));
     expect(targets('boo-worker')).toEqual([`worker:${services['worker']!.environment?.['METRICS_PORT']}`]);
 
@@ -110,7 +116,11 @@ describe('grafana/', () => {
   it('every panel has at least one PromQL expression on the provisioned datasource', async () => {
     const datasources = parseYaml(await read('grafana/provisioning/datasources/prometheus.yml')) as { datasources: { uid: string; url: string }[] };
     const uid = datasources.datasources[0]!.uid;
-    const panels = dashboardPanels(dashboard) as { title: string; datasource?: { uid?: string }; targets?: { expr?: string; datasource?: { uid?: string } }[] }[];
+    const panels = dashboardPanels(dashboard) as {
+      title: string;
+      datasource?: { uid?: string };
+      targets?: { expr?: string; datasource?: { uid?: string } }[];
+    }[];
     expect(panels.length).toBeGreaterThan(10);
     for (const panel of panels) {
       expect(panel.targets?.length, panel.title).toBeGreaterThan(0);
@@ -157,7 +167,11 @@ describe('grafana/', () => {
       ...dashboardVariableExpressions(dashboard),
       ...ruleExpressions(parseYaml(await read('prometheus/alerts.yml'))),
     ];
-    const unknown = expressions.flatMap((e) => booMetricNames(e.expr).filter((name) => !defined.has(name)).map((name) => `${e.source}: ${name}`));
+    const unknown = expressions.flatMap((e) =>
+      booMetricNames(e.expr)
+        .filter((name) => !defined.has(name))
+        .map((name) => `${e.source}: ${name}`),
+    );
     expect(unknown).toEqual([]);
   });
 });

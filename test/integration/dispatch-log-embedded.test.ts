@@ -45,13 +45,21 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
   it('writes into DATABASE_URL when set, through the same batch writer', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'boo-data-'));
     const scratch = await createScratchDatabase();
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }), () => scratch.drop());
+    cleanups.push(
+      () => rm(dataDir, { recursive: true, force: true }),
+      () => scratch.drop(),
+    );
     const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir, DATABASE_URL: scratch.url });
     const events = makeDispatchEvents(800);
     for (const event of events) sink.publish(event);
     const db = createPostgresDatabase(scratch.url, testLogger);
     cleanups.push(() => db.close());
-    await waitForValue(() => countRows(db), (c) => c.rows >= 800, 20_000, '800 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 800,
+      20_000,
+      '800 rows',
+    );
     expect(sink.health()).toEqual({ redis: 'embedded', database: 'ok' });
     await sink.close();
     const sent = events.map((event) => event.request_id);
@@ -62,19 +70,32 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
   it('keeps what the store could not take at shutdown in the spool, and writes it after the next start', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'boo-data-'));
     const scratch = await createScratchDatabase();
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }), () => scratch.drop());
+    cleanups.push(
+      () => rm(dataDir, { recursive: true, force: true }),
+      () => scratch.drop(),
+    );
     // A database that does not answer: nothing can be written before shutdown.
     const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir, DATABASE_URL: 'postgres://root@127.0.0.1:1/none' });
     const events = makeDispatchEvents(300);
     for (const event of events) sink.publish(event);
-    await waitForValue(async () => sink.health().database, (h) => h === 'degraded', 10_000, 'degraded health');
+    await waitForValue(
+      async () => sink.health().database,
+      (h) => h === 'degraded',
+      10_000,
+      'degraded health',
+    );
     await sink.close();
     expect(await counterValue(register, 'boo_events_spooled_total')).toBe(300);
 
     const restarted = await sinkFor({ BOO_DATA_DIR: dataDir, DATABASE_URL: scratch.url });
     const db = createPostgresDatabase(scratch.url, testLogger);
     cleanups.push(() => db.close());
-    await waitForValue(() => countRows(db), (c) => c.rows >= 300, 20_000, '300 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 300,
+      20_000,
+      '300 rows',
+    );
     await restarted.sink.close();
     const sent = events.map((event) => event.request_id);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));

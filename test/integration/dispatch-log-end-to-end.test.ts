@@ -34,11 +34,15 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
   const gateways: Gateway[] = [];
 
   const document = () =>
-    fleetConfigDocument({ a: fleet.a, b: fleet.b, c: fleet.c }, {}, {
-      virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] }, 'auto:down': { candidates: ['c/m1'] } },
-      timeouts: { firstByteMs: 2_000 },
-      breaker: { volumeThreshold: 10_000 },
-    });
+    fleetConfigDocument(
+      { a: fleet.a, b: fleet.b, c: fleet.c },
+      {},
+      {
+        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] }, 'auto:down': { candidates: ['c/m1'] } },
+        timeouts: { firstByteMs: 2_000 },
+        breaker: { volumeThreshold: 10_000 },
+      },
+    );
 
   async function startTestGateway(): Promise<Gateway> {
     const config = buildConfig(document(), 'test config', {});
@@ -122,9 +126,13 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     };
     const headers = (id: string) => ({ 'x-request-id': id, 'x-boo-source': 'e2e-suite' });
 
-    await send('ok', { status: 'dispatched', chosen_provider_id: 'a', chosen_model: 'm1', candidates_tried: ['a/m1'], stream: false, prompt_tokens: 7 }, async () => {
-      expect((await chat(gateway, { model: 'auto:chat' }, headers('ok'))).status).toBe(200);
-    });
+    await send(
+      'ok',
+      { status: 'dispatched', chosen_provider_id: 'a', chosen_model: 'm1', candidates_tried: ['a/m1'], stream: false, prompt_tokens: 7 },
+      async () => {
+        expect((await chat(gateway, { model: 'auto:chat' }, headers('ok'))).status).toBe(200);
+      },
+    );
     await send('failover', { status: 'dispatched', chosen_provider_id: 'b', candidates_tried: ['a/m1', 'b/m1'] }, async () => {
       fleet.a.script({ kind: 'status', status: 503 });
       expect((await chat(gateway, { model: 'auto:chat' }, headers('failover'))).status).toBe(200);
@@ -141,12 +149,16 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     await send('no-candidate', { status: 'no_candidates', chosen_provider_id: null, candidates_tried: [] }, async () => {
       expect((await chat(gateway, { model: 'auto:down' }, headers('no-candidate'))).status).toBe(503);
     });
-    await send('stream', { status: 'dispatched', stream: true, chosen_provider_id: 'a', candidates_tried: ['a/m1'], prompt_tokens: 7, completion_tokens: 5 }, async () => {
-      fleet.a.script({ kind: 'stream', chunks: 5 });
-      const response = await chat(gateway, { model: 'auto:chat', stream: true, stream_options: { include_usage: true } }, headers('stream'));
-      expect(response.status).toBe(200);
-      await response.text();
-    });
+    await send(
+      'stream',
+      { status: 'dispatched', stream: true, chosen_provider_id: 'a', candidates_tried: ['a/m1'], prompt_tokens: 7, completion_tokens: 5 },
+      async () => {
+        fleet.a.script({ kind: 'stream', chunks: 5 });
+        const response = await chat(gateway, { model: 'auto:chat', stream: true, stream_options: { include_usage: true } }, headers('stream'));
+        expect(response.status).toBe(200);
+        await response.text();
+      },
+    );
     await send('abort', { status: 'client_closed', stream: true, candidates_tried: ['a/m1'] }, async () => {
       fleet.a.script({ kind: 'stream', chunks: 100, chunkDelayMs: 100 });
       const controller = new AbortController();
@@ -158,7 +170,12 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     });
 
     const total = expectations.length;
-    await waitForValue(() => countRows(db), (c) => c.rows >= total, 20_000, `${total} rows`);
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= total,
+      20_000,
+      `${total} rows`,
+    );
     // Closed, the gateway publishes nothing more; drained, the queue holds nothing more to write.
     await gateway.close();
     await waitForQueueDrained(redis.url, queueName);
@@ -192,7 +209,12 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     await traffic;
     expect(failed).toBe(0);
     expect(ok).toHaveLength(600);
-    await waitForValue(() => countRows(db), (c) => c.rows >= ok.length, 60_000, `${ok.length} rows`);
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= ok.length,
+      60_000,
+      `${ok.length} rows`,
+    );
     await gateway.close();
     await waitForQueueDrained(redis.url, queueName);
     expect(await rowsAgainstSent(db, ok)).toEqual(oneRowEach(ok));
@@ -210,7 +232,12 @@ describe('gateway -> BullMQ -> worker -> route_dispatch_log (end to end)', () =>
     expect((await countRows(db)).rows).toBe(0);
     await redis.start();
     const second = await startTestGateway();
-    await waitForValue(() => countRows(db), (c) => c.rows >= 40, 30_000, '40 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 40,
+      30_000,
+      '40 rows',
+    );
     await second.close();
     await waitForQueueDrained(redis.url, queueName);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));

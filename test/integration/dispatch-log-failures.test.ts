@@ -104,7 +104,12 @@ describe('dispatch log under failures: exactly N rows', () => {
     expect(sink.health().redis).toBe('degraded');
     await redis.start();
     const sent = await traffic;
-    await waitForValue(() => countRows(db), (c) => c.rows >= 4000, 60_000, '4000 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 4000,
+      60_000,
+      '4000 rows',
+    );
     await waitForQueueDrained(redis.url, queueName);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
     expect(await counterValue(register, 'boo_events_spooled_total')).toBeGreaterThan(500);
@@ -124,7 +129,12 @@ describe('dispatch log under failures: exactly N rows', () => {
     await redis.start();
     startConsumer();
     const second = await startSink(first.spoolDir);
-    await waitForValue(() => countRows(db), (c) => c.rows >= 1500, 30_000, '1500 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 1500,
+      30_000,
+      '1500 rows',
+    );
     await waitForQueueDrained(redis.url, queueName);
     const sent = events.map((event) => event.request_id);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
@@ -137,12 +147,22 @@ describe('dispatch log under failures: exactly N rows', () => {
     const worker = await startWorker();
     const events = makeDispatchEvents(10_000);
     for (const event of events) sink.publish(event);
-    const mid = await waitForValue(() => countRows(db), (c) => c.rows > 0, 30_000, 'the first rows');
+    const mid = await waitForValue(
+      () => countRows(db),
+      (c) => c.rows > 0,
+      30_000,
+      'the first rows',
+    );
     await worker.stop(0, 'SIGKILL');
     expect(mid.rows).toBeLessThan(10_000);
     const afterKill = await countRows(db);
     await startWorker();
-    await waitForValue(() => countRows(db), (c) => c.rows >= 10_000, 60_000, '10000 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 10_000,
+      60_000,
+      '10000 rows',
+    );
     // Jobs the killed worker held come back after the stalled check: drained, nothing is left to write twice.
     await waitForQueueDrained(redis.url, queueName);
     const sent = events.map((event) => event.request_id);
@@ -162,17 +182,24 @@ describe('dispatch log under failures: exactly N rows', () => {
     const [a, b] = await Promise.all([startWorker(), startWorker()]);
     const events = makeDispatchEvents(10_000);
     for (const event of events) sink.publish(event);
-    await waitForValue(() => countRows(db), (c) => c.rows >= 10_000, 60_000, '10000 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 10_000,
+      60_000,
+      '10000 rows',
+    );
     await waitForQueueDrained(redis.url, queueName);
     const sent = events.map((event) => event.request_id);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
     // Both took part, as their own /metrics say, and together they wrote each row once.
-    const inserted = await Promise.all([a, b].map(async (worker) => {
-      const port = /"metricsPort":(\d+)/.exec(worker.output())?.[1];
-      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      expect(text).toMatch(/boo_queue_jobs\{state="failed"[^}]*\} 0/);
-      return Number(/^boo_events_inserted_total\{[^}]*\} (\d+)/m.exec(text)?.[1]);
-    }));
+    const inserted = await Promise.all(
+      [a, b].map(async (worker) => {
+        const port = /"metricsPort":(\d+)/.exec(worker.output())?.[1];
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        expect(text).toMatch(/boo_queue_jobs\{state="failed"[^}]*\} 0/);
+        return Number(/^boo_events_inserted_total\{[^}]*\} (\d+)/m.exec(text)?.[1]);
+      }),
+    );
     expect(inserted.every((n) => n > 0)).toBe(true);
     expect(inserted[0]! + inserted[1]!).toBe(10_000);
     expect(await a.stop()).toBe(0);
@@ -204,7 +231,12 @@ describe('dispatch log under failures: exactly N rows', () => {
       await sleep(2500);
       await pg.start();
       const sent = await traffic;
-      await waitForValue(() => countRows(pgDb), (c) => c.rows >= 3000, 60_000, '3000 rows');
+      await waitForValue(
+        () => countRows(pgDb),
+        (c) => c.rows >= 3000,
+        60_000,
+        '3000 rows',
+      );
       await waitForQueueDrained(redis.url, queueName);
       expect(await rowsAgainstSent(pgDb, sent)).toEqual(oneRowEach(sent));
       expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBeGreaterThan(0);

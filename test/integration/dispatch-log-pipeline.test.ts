@@ -17,7 +17,6 @@ import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
 import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
-
 describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', () => {
   let scratch: Awaited<ReturnType<typeof createMigratedScratchDatabase>>;
   let db: SqlDatabase;
@@ -74,7 +73,12 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     const { register } = startConsumer();
     const events = makeDispatchEvents(3000);
     for (const event of events) sink.publish(event);
-    await waitForValue(() => countRows(db), (c) => c.rows >= 3000, 30_000, '3000 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 3000,
+      30_000,
+      '3000 rows',
+    );
     const sent = events.map((event) => event.request_id);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
     expect(await counterValue(sinkRegister, 'boo_events_enqueued_total')).toBe(3000);
@@ -84,7 +88,10 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     expect(await counterValue(register, 'boo_dispatch_log_batches_total')).toBeLessThan(300);
     const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
     const queue = new Queue(queueName, { connection });
-    const counts = await waitForValue(() => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'), (c) => c['active'] === 0);
+    const counts = await waitForValue(
+      () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'),
+      (c) => c['active'] === 0,
+    );
     await queue.close();
     connection.disconnect();
     expect(counts).toEqual({ waiting: 0, active: 0, delayed: 0, failed: 0, completed: 0 });
@@ -106,16 +113,31 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     startConsumer();
     const events = makeDispatchEvents(50);
     for (const event of events) sink.publish(event);
-    await waitForValue(() => countRows(db), (c) => c.rows >= 50, 20_000, '50 rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 50,
+      20_000,
+      '50 rows',
+    );
     // The same ids again (a spool replay after a partial addBulk, a retried job): no new rows.
     for (const event of events) sink.publish(event);
     // ...and the same events cut into other chunks, so other job ids, as a replay may cut them.
     await openQueue().addBulk(dispatchJobs(events.slice(5), 7));
     const marker = makeDispatchEvent();
     sink.publish(marker);
-    await waitForValue(() => countRows(db), (c) => c.rows >= 51, 20_000, 'the marker row');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 51,
+      20_000,
+      'the marker row',
+    );
     const queue = openQueue();
-    await waitForValue(() => queue.getJobCounts('waiting', 'active'), (c) => c['waiting'] === 0 && c['active'] === 0, 20_000, 'the queue drained');
+    await waitForValue(
+      () => queue.getJobCounts('waiting', 'active'),
+      (c) => c['waiting'] === 0 && c['active'] === 0,
+      20_000,
+      'the queue drained',
+    );
     const sent = [...events, marker].map((event) => event.request_id);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
   });
@@ -128,8 +150,18 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     await queue.addBulk(dispatchJobs(events, 100));
     expect(await queue.getJobCounts('waiting')).toEqual({ waiting: 3 });
     const { register } = startConsumer();
-    await waitForValue(() => countRows(db), (c) => c.rows >= 250, 20_000, '250 rows');
-    await waitForValue(() => queue.getJobCounts('waiting', 'active'), (c) => c['waiting'] === 0 && c['active'] === 0, 20_000, 'the queue drained');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 250,
+      20_000,
+      '250 rows',
+    );
+    await waitForValue(
+      () => queue.getJobCounts('waiting', 'active'),
+      (c) => c['waiting'] === 0 && c['active'] === 0,
+      20_000,
+      'the queue drained',
+    );
     const sent = events.map((event) => event.request_id);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
     expect(await counterValue(register, 'boo_events_inserted_total')).toBe(250);
@@ -149,7 +181,12 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     const notAChunk = { name: dispatchJobName, data: makeDispatchEvent() as never, opts: { ...dispatchJobOptions, jobId: 'not-a-chunk' } };
     await queue.addBulk([...chunk, notAChunk]);
 
-    await waitForValue(() => countRows(db), (c) => c.rows >= 30, 20_000, '30 good rows');
+    await waitForValue(
+      () => countRows(db),
+      (c) => c.rows >= 30,
+      20_000,
+      '30 good rows',
+    );
     const counts = await waitForValue(
       () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'),
       (c) => c['waiting'] === 0 && c['active'] === 0 && c['failed'] === 1,
@@ -191,14 +228,24 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     // Three attempts instead of forty, so the test does not wait half an hour.
     await queue.addBulk(dispatchJobs(events, 100).map((job) => ({ ...job, opts: { ...job.opts, attempts: 3 } })));
 
-    const failed = await waitForValue(() => queue.getFailed(), (list) => list.length >= 2, 20_000, 'both jobs in the failed set');
+    const failed = await waitForValue(
+      () => queue.getFailed(),
+      (list) => list.length >= 2,
+      20_000,
+      'both jobs in the failed set',
+    );
     expect(failed.map((job) => job.attemptsMade)).toEqual([3, 3]);
     for (const job of failed) {
       expect(job.failedReason).toMatch(/ECONNREFUSED/);
       // Two backoffs (500 ms and 1 s, minus 20 % jitter) between the three attempts.
       expect(job.finishedOn! - job.timestamp).toBeGreaterThanOrEqual(1_200);
     }
-    expect(failed.flatMap((job) => eventsOfJobData(dispatchJobDataSchema.parse(job.data)) as DispatchEvent[]).map((event) => event.id).sort()).toEqual(events.map((event) => event.id).sort());
+    expect(
+      failed
+        .flatMap((job) => eventsOfJobData(dispatchJobDataSchema.parse(job.data)) as DispatchEvent[])
+        .map((event) => event.id)
+        .sort(),
+    ).toEqual(events.map((event) => event.id).sort());
     expect(await queue.getJobCounts('waiting', 'active', 'delayed')).toEqual({ waiting: 0, active: 0, delayed: 0 });
     expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBeGreaterThanOrEqual(3);
     expect(await counterValue(register, 'boo_events_inserted_total')).toBe(0);

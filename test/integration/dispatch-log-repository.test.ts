@@ -13,9 +13,25 @@ import { createScratchDatabase } from '../support/scratch-database.js';
 
 const logger = createLogger('silent');
 const columnsInOrder = [
-  'virtual_model', 'chosen_provider_id', 'chosen_model', 'candidates_tried', 'status', 'source', 'error', 'duration_ms',
-  'id', 'created_at', 'inserted_at', 'request_id', 'requested_model', 'attempts', 'ttfb_ms', 'stream',
-  'prompt_tokens', 'completion_tokens', 'replica',
+  'virtual_model',
+  'chosen_provider_id',
+  'chosen_model',
+  'candidates_tried',
+  'status',
+  'source',
+  'error',
+  'duration_ms',
+  'id',
+  'created_at',
+  'inserted_at',
+  'request_id',
+  'requested_model',
+  'attempts',
+  'ttfb_ms',
+  'stream',
+  'prompt_tokens',
+  'completion_tokens',
+  'replica',
 ];
 
 async function rowCount(db: SqlDatabase): Promise<number> {
@@ -24,16 +40,34 @@ async function rowCount(db: SqlDatabase): Promise<number> {
 }
 
 describe.each([
-  ['postgres', async () => {
-    const scratch = await createScratchDatabase();
-    const db = createPostgresDatabase(scratch.url, logger);
-    return { db, cleanup: async () => { await db.close(); await scratch.drop(); } };
-  }],
-  ['pglite', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'boo-pglite-'));
-    const db = await openPgliteDatabase(dir);
-    return { db, cleanup: async () => { await db.close(); await rm(dir, { recursive: true, force: true }); } };
-  }],
+  [
+    'postgres',
+    async () => {
+      const scratch = await createScratchDatabase();
+      const db = createPostgresDatabase(scratch.url, logger);
+      return {
+        db,
+        cleanup: async () => {
+          await db.close();
+          await scratch.drop();
+        },
+      };
+    },
+  ],
+  [
+    'pglite',
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'boo-pglite-'));
+      const db = await openPgliteDatabase(dir);
+      return {
+        db,
+        cleanup: async () => {
+          await db.close();
+          await rm(dir, { recursive: true, force: true });
+        },
+      };
+    },
+  ],
 ] as const)('route_dispatch_log on %s', (_kind, setup) => {
   let db: SqlDatabase;
   let cleanup: () => Promise<void>;

@@ -72,7 +72,11 @@ describe('docs/metrics.md metrics table', () => {
     const configPath = join(dir, 'gateway.yaml');
     await writeFile(
       configPath,
-      stringifyYaml({ providers: { p: { baseUrl: 'http://127.0.0.1:9' } }, virtualModels: { 'auto:chat': { candidates: ['p/m'] } }, healthCheck: { intervalMs: 60_000 } }),
+      stringifyYaml({
+        providers: { p: { baseUrl: 'http://127.0.0.1:9' } },
+        virtualModels: { 'auto:chat': { candidates: ['p/m'] } },
+        healthCheck: { intervalMs: 60_000 },
+      }),
     );
     const env = { BOO_CONFIG: configPath, REDIS_URL: redisUrl, DATABASE_URL: database.url, BOO_QUEUE: queue, BOO_DATA_DIR: join(dir, 'data') };
     const workerPort = await freePort();
@@ -99,11 +103,18 @@ describe('docs/metrics.md metrics table', () => {
   it('lists exactly the metric names that /metrics serves', async () => {
     const documented = documentedMetrics(await readFile(join(root, 'docs/metrics.md'), 'utf8'));
     const prefixes = documented.filter((row) => row.name.endsWith('*')).map((row) => row.name.slice(0, -1));
-    const exact = documented.filter((row) => !row.name.endsWith('*')).map((row) => row.name).sort();
+    const exact = documented
+      .filter((row) => !row.name.endsWith('*'))
+      .map((row) => row.name)
+      .sort();
     const servedNames = [...served.keys()].filter((name) => !prefixes.some((prefix) => name.startsWith(prefix))).sort();
     expect(servedNames.length).toBeGreaterThan(10);
     expect(servedNames, 'names served by /metrics (received) vs the docs table (expected)').toEqual(exact);
-    for (const prefix of prefixes) expect([...served.keys()].some((name) => name.startsWith(prefix)), `${prefix}*`).toBe(true);
+    for (const prefix of prefixes)
+      expect(
+        [...served.keys()].some((name) => name.startsWith(prefix)),
+        `${prefix}*`,
+      ).toBe(true);
   });
 
   it('gives each metric its served type and label names', async () => {

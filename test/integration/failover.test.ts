@@ -18,16 +18,14 @@ describe('POST /v1/chat/completions failover (SPEC §5)', () => {
     ['409', { kind: 'status', status: 409 }],
     ['429', { kind: 'status', status: 429 }],
     ['404', { kind: 'status', status: 404 }],
-    ['401 (the provider refused the gateway\'s key)', { kind: 'status', status: 401 }],
+    ["401 (the provider refused the gateway's key)", { kind: 'status', status: 401 }],
     ['403', { kind: 'status', status: 403 }],
     ['a 200 whose body breaks before the first byte', { kind: 'closeBeforeFirstChunk' }],
   ];
 
   it.each(triggers)('fails over on %s', async (_name, reply) => {
     t.fleet.a.script(reply);
-    const { data, response } = await t.client.chat.completions
-      .create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] })
-      .withResponse();
+    const { data, response } = await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
     expect(data.choices[0]?.message.content).toContain('hello from b');
     expect(response.headers.get('x-boo-candidate')).toBe('b/m1');
     expect(response.headers.get('x-boo-attempts')).toBe('2');
@@ -86,7 +84,9 @@ describe('POST /v1/chat/completions failover (SPEC §5)', () => {
   it('answers 502 all_candidates_failed when every candidate fails, and records it', async () => {
     t.fleet.a.script({ kind: 'status', status: 500 });
     t.fleet.b.script({ kind: 'reset' });
-    const error = (await t.client.chat.completions.create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }).catch((err: unknown) => err)) as APIError;
+    const error = (await t.client.chat.completions
+      .create({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] })
+      .catch((err: unknown) => err)) as APIError;
     expect(error.status).toBe(502);
     expect(error.code).toBe('all_candidates_failed');
     expect(error.type).toBe('api_error');

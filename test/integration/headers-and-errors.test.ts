@@ -11,7 +11,9 @@ const clientKey = 'sk-client-secret';
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 function expectOpenAIError(body: unknown, code: string): void {
-  expect(body).toEqual({ error: { message: expect.any(String), type: expect.any(String), param: expect.toSatisfy((p: unknown) => p === null || typeof p === 'string'), code } });
+  expect(body).toEqual({
+    error: { message: expect.any(String), type: expect.any(String), param: expect.toSatisfy((p: unknown) => p === null || typeof p === 'string'), code },
+  });
 }
 
 describe('headers, auth and error shapes', () => {
@@ -21,15 +23,19 @@ describe('headers, auth and error shapes', () => {
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a' }, b: { name: 'b' } });
     gateway = await startTestGateway(
-      fleetConfigDocument({ a: fleet.a, b: fleet.b }, {}, {
-        providers: {
-          a: { baseUrl: fleet.a.url, apiKeyEnv: 'PROVIDER_A_KEY' },
-          b: { baseUrl: fleet.b.url },
+      fleetConfigDocument(
+        { a: fleet.a, b: fleet.b },
+        {},
+        {
+          providers: {
+            a: { baseUrl: fleet.a.url, apiKeyEnv: 'PROVIDER_A_KEY' },
+            b: { baseUrl: fleet.b.url },
+          },
+          virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] }, 'only:b': { candidates: ['b/m1'] } },
+          auth: { apiKeys: [sha256(clientKey)] },
+          limits: { maxBodyBytes: 4096 },
         },
-        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] }, 'only:b': { candidates: ['b/m1'] } },
-        auth: { apiKeys: [sha256(clientKey)] },
-        limits: { maxBodyBytes: 4096 },
-      }),
+      ),
       { env: { PROVIDER_A_KEY: 'sk-provider-a' } },
     );
   });
@@ -146,7 +152,12 @@ describe('headers, auth and error shapes', () => {
     ['an unknown provider/model', () => post({ model: 'a/unknown-model' }), 404, 'model_not_found'],
     ['a body over maxBodyBytes', () => post({ model: 'auto:chat', pad: 'x'.repeat(5000) }), 413, 'body_too_large'],
     ['an unknown route', () => request(`${gateway.url}/v1/nothing`, { headers: { authorization: `Bearer ${clientKey}` } }), 404, 'not_found'],
-    ['a malformed percent-encoding', () => request(`${gateway.url}/upstream/%E0%A4%A/props`, { headers: { authorization: `Bearer ${clientKey}` } }), 400, 'invalid_request'],
+    [
+      'a malformed percent-encoding',
+      () => request(`${gateway.url}/upstream/%E0%A4%A/props`, { headers: { authorization: `Bearer ${clientKey}` } }),
+      400,
+      'invalid_request',
+    ],
   ];
 
   it.each(errorCases)('answers %s in the OpenAI error shape', async (_name, send, status, code) => {

@@ -22,10 +22,14 @@ describe('hostile input (SPEC §9)', () => {
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a' } });
     gateway = await startTestGateway(
-      fleetConfigDocument({ a: fleet.a }, {}, {
-        virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
-        limits: { maxBodyBytes: 65_536, headersTimeoutMs: 500 },
-      }),
+      fleetConfigDocument(
+        { a: fleet.a },
+        {},
+        {
+          virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
+          limits: { maxBodyBytes: 65_536, headersTimeoutMs: 500 },
+        },
+      ),
     );
   });
 

@@ -42,7 +42,9 @@ describe('issue 14: one body, one meaning', () => {
 
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a', models: ['m1', 'hidden'] } });
-    gateway = await startTestGateway(fleetConfigDocument({ a: fleet.a }, {}, { virtualModels: { 'auto:chat': { candidates: ['a/m1'] } }, limits: { maxBodyBytes: 1 << 20 } }));
+    gateway = await startTestGateway(
+      fleetConfigDocument({ a: fleet.a }, {}, { virtualModels: { 'auto:chat': { candidates: ['a/m1'] } }, limits: { maxBodyBytes: 1 << 20 } }),
+    );
   });
   afterAll(async () => {
     await gateway?.close();
@@ -62,7 +64,7 @@ describe('issue 14: one body, one meaning', () => {
     expect(fleet.a.dispatched().length).toBe(before);
   });
 
-  it('gives the upstream exactly one model, the candidate\'s, for any body JSON.parse accepts (seeded fuzz)', async () => {
+  it("gives the upstream exactly one model, the candidate's, for any body JSON.parse accepts (seeded fuzz)", async () => {
     const seed = Number(process.env.BOO_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
     // Printed so that a failure can be replayed: BOO_FUZZ_SEED=<seed> npx vitest run <this file>
     console.log(`issue-14 hostile-body fuzz seed: ${seed}`);
@@ -105,10 +107,14 @@ describe('issue 14: what clients learn of the inside', () => {
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a', contextSize: { m1: 8192 } }, b: { name: 'b' } });
     gateway = await startTestGateway(
-      fleetConfigDocument(fleet, {}, {
-        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] }, 'only:a': { candidates: ['a/m1'] } },
-        breaker: { volumeThreshold: 3, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
-      }),
+      fleetConfigDocument(
+        fleet,
+        {},
+        {
+          virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] }, 'only:a': { candidates: ['a/m1'] } },
+          breaker: { volumeThreshold: 3, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+        },
+      ),
     );
   });
   afterAll(async () => {
@@ -152,7 +158,11 @@ describe('issue 14: what clients learn of the inside', () => {
   });
 
   it('fails over from an upstream 401/403, never relays its text, and counts it against the breaker', async () => {
-    fleet.a.defaultReply = { kind: 'status', status: 401, body: { error: { message: 'Incorrect API key provided: sk-UPST***1111', type: 'invalid_request_error', code: 'invalid_api_key' } } };
+    fleet.a.defaultReply = {
+      kind: 'status',
+      status: 401,
+      body: { error: { message: 'Incorrect API key provided: sk-UPST***1111', type: 'invalid_request_error', code: 'invalid_api_key' } },
+    };
     const answer = await post(gateway, JSON.stringify({ model: 'auto:chat', messages: [] }));
     expect(answer.status).toBe(200);
     expect(answer.headers['x-boo-candidate']).toBe('b/m1');
@@ -199,7 +209,7 @@ describe('issue 14: request headers', () => {
     expect(fleet.a.dispatched().at(-1)?.headers['content-encoding']).toBeUndefined();
   });
 
-  it('drops Cookie and the client\'s X-Forwarded-*, Forwarded and X-Real-IP, and sets X-Forwarded-For and -Proto itself', async () => {
+  it("drops Cookie and the client's X-Forwarded-*, Forwarded and X-Real-IP, and sets X-Forwarded-For and -Proto itself", async () => {
     const answer = await post(gateway, JSON.stringify({ model: 'auto:chat', messages: [] }), {
       cookie: 'session=secret',
       'x-api-key': 'sk-client-secret',
@@ -221,7 +231,9 @@ describe('issue 14: request headers', () => {
   });
 
   it('extends the X-Forwarded-For of a trusted proxy with its address', async () => {
-    const trusting = await startTestGateway(fleetConfigDocument(fleet, {}, { virtualModels: { 'auto:chat': { candidates: ['a/m1'] } }, trustedProxies: ['127.0.0.0/8'] }));
+    const trusting = await startTestGateway(
+      fleetConfigDocument(fleet, {}, { virtualModels: { 'auto:chat': { candidates: ['a/m1'] } }, trustedProxies: ['127.0.0.0/8'] }),
+    );
     try {
       await post(trusting, JSON.stringify({ model: 'auto:chat', messages: [] }), { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https' });
       const headers = fleet.a.dispatched().at(-1)!.headers;
@@ -250,7 +262,11 @@ describe('issue 14: the admin role', () => {
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a' } });
     gateway = await startTestGateway(
-      fleetConfigDocument(fleet, {}, { virtualModels: { 'auto:chat': { candidates: ['a/m1'] } }, auth: { apiKeys: [sha256(clientKey)], adminKeys: [sha256(adminKey)] } }),
+      fleetConfigDocument(
+        fleet,
+        {},
+        { virtualModels: { 'auto:chat': { candidates: ['a/m1'] } }, auth: { apiKeys: [sha256(clientKey)], adminKeys: [sha256(adminKey)] } },
+      ),
     );
   });
   afterAll(async () => {
@@ -280,7 +296,9 @@ describe('issue 14: the admin role', () => {
 describe('issue 14: configuration', () => {
   it('refuses a baseUrl with credentials, naming the key', () => {
     expect(() => buildConfig({ providers: { a: { baseUrl: 'http://user:pass@10.0.0.5:8080' } } }, 'test', {})).toThrow(ConfigError);
-    expect(() => buildConfig({ providers: { a: { baseUrl: 'http://user:pass@10.0.0.5:8080' } } }, 'test', {})).toThrow(/providers\.a\.baseUrl: must not carry user:password@/);
+    expect(() => buildConfig({ providers: { a: { baseUrl: 'http://user:pass@10.0.0.5:8080' } } }, 'test', {})).toThrow(
+      /providers\.a\.baseUrl: must not carry user:password@/,
+    );
   });
 
   it('refuses a trusted proxy that is not an address or a subnet', () => {
@@ -295,11 +313,15 @@ describe('issue 14: streams', () => {
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a' } });
     gateway = await startTestGateway(
-      fleetConfigDocument(fleet, {}, {
-        virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
-        timeouts: { idleMs: 300 },
-        limits: { clientWriteTimeoutMs: 1_500 },
-      }),
+      fleetConfigDocument(
+        fleet,
+        {},
+        {
+          virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
+          timeouts: { idleMs: 300 },
+          limits: { clientWriteTimeoutMs: 1_500 },
+        },
+      ),
     );
   });
   afterAll(async () => {
@@ -358,7 +380,9 @@ describe('issue 14: streams', () => {
       socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
       socket.on('error', () => undefined);
     });
-    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+    );
     return { resume: () => socket.resume(), text };
   }
 
@@ -394,10 +418,14 @@ describe('issue 14: the llama-swap pass-through behind a provider key', () => {
   beforeAll(async () => {
     fleet = await startFakeFleet({ a: { name: 'a', type: 'llama-swap', loaded: ['m1'], apiKey: 'sk-provider' } });
     gateway = await startTestGateway(
-      fleetConfigDocument(fleet, { a: 'llama-swap' }, {
-        providers: { a: { baseUrl: fleet.a.url, type: 'llama-swap', apiKeyEnv: 'PROVIDER_KEY' } },
-        virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
-      }),
+      fleetConfigDocument(
+        fleet,
+        { a: 'llama-swap' },
+        {
+          providers: { a: { baseUrl: fleet.a.url, type: 'llama-swap', apiKeyEnv: 'PROVIDER_KEY' } },
+          virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
+        },
+      ),
       { env: { PROVIDER_KEY: 'sk-provider' } },
     );
   });

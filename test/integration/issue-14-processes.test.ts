@@ -57,12 +57,16 @@ describe('issue 14: bodies that would block the event loop', () => {
 
   beforeAll(async () => {
     upstream = await startFakeProvider({ name: 'a' });
-    gateway = await startGatewayProcess('bodies', {
-      providers: { a: { baseUrl: upstream.url } },
-      virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
-      limits: { maxBodyBytes: 16 * 1024 * 1024 },
-      healthCheck: { intervalMs: 60_000 },
-    }, { REDIS_URL: 'redis://127.0.0.1:6379', BOO_QUEUE: `boo-test-${randomUUID()}` });
+    gateway = await startGatewayProcess(
+      'bodies',
+      {
+        providers: { a: { baseUrl: upstream.url } },
+        virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
+        limits: { maxBodyBytes: 16 * 1024 * 1024 },
+        healthCheck: { intervalMs: 60_000 },
+      },
+      { REDIS_URL: 'redis://127.0.0.1:6379', BOO_QUEUE: `boo-test-${randomUUID()}` },
+    );
   });
   afterAll(async () => {
     await gateway?.process.stop();
@@ -103,12 +107,16 @@ describe('issue 14: SIGTERM under load', () => {
   });
 
   it('reports not-ready at once, keeps accepting through the grace period, then refuses new connections and exits 0; no accepted request is reset', async () => {
-    const { process: gateway, url } = await startGatewayProcess('sigterm', {
-      providers: { a: { baseUrl: upstream.url } },
-      virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
-      healthCheck: { intervalMs: 60_000 },
-      shutdown: { graceMs: 1_000, drainMs: 5_000 },
-    }, { REDIS_URL: 'redis://127.0.0.1:6379', BOO_QUEUE: `boo-test-${randomUUID()}` });
+    const { process: gateway, url } = await startGatewayProcess(
+      'sigterm',
+      {
+        providers: { a: { baseUrl: upstream.url } },
+        virtualModels: { 'auto:chat': { candidates: ['a/m1'] } },
+        healthCheck: { intervalMs: 60_000 },
+        shutdown: { graceMs: 1_000, drainMs: 5_000 },
+      },
+      { REDIS_URL: 'redis://127.0.0.1:6379', BOO_QUEUE: `boo-test-${randomUUID()}` },
+    );
     const outcomes: Array<{ at: number; outcome: string }> = [];
     let stopAt = 0;
     // About 150 requests a second, each on its own connection, as a load balancer without keep-alive sends them.
@@ -142,11 +150,15 @@ describe('issue 14: SIGTERM under load', () => {
     gateway.child.kill('SIGTERM');
     // The signal is handled within milliseconds; from then on /readyz says so.
     let readiness: unknown;
-    await waitFor(async () => {
-      const ready = await request(`${url}/readyz`);
-      readiness = await ready.body.json();
-      return ready.statusCode === 503;
-    }, 300, 'readyz to answer 503');
+    await waitFor(
+      async () => {
+        const ready = await request(`${url}/readyz`);
+        readiness = await ready.body.json();
+        return ready.statusCode === 503;
+      },
+      300,
+      'readyz to answer 503',
+    );
     expect(readiness).toMatchObject({ status: 'draining' });
     await load;
     expect(await gateway.exited).toBe(0);
@@ -187,7 +199,11 @@ describe('issue 14: a success in panic mode across replicas', () => {
   });
 
   const chat = async (url: string) => {
-    const response = await request(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'only:x', messages: [] }) });
+    const response = await request(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'only:x', messages: [] }),
+    });
     await response.body.text();
     return response.statusCode;
   };
@@ -201,7 +217,11 @@ describe('issue 14: a success in panic mode across replicas', () => {
     flaky.defaultReply = { kind: 'status', status: 500 };
     expect(await chat(replicas[0]!.url)).toBe(502);
     const trippedAt = Date.now();
-    await waitFor(async () => (await Promise.all(replicas.map(({ url }) => breakerOf(url)))).every((state) => state === 'open'), 2_000, 'the trip on every replica');
+    await waitFor(
+      async () => (await Promise.all(replicas.map(({ url }) => breakerOf(url)))).every((state) => state === 'open'),
+      2_000,
+      'the trip on every replica',
+    );
     flaky.defaultReply = { kind: 'ok' };
     // Every candidate is open: each request is tried anyway (panic) and served.
     while (Date.now() < trippedAt + resetTimeoutMs - 300) {

@@ -52,8 +52,11 @@ describe('issue 15: embedded mode costs nothing until used, and never holds up t
     const { url } = JSON.parse(await gateway.waitForLine(/boo-gateway listening/, 20_000)) as { url: string };
     const probe = new Pool(url, { connections: 1 });
     const client = new Pool(url, { connections: 10 });
-    cleanups.push(() => probe.close(), () => client.close());
-    const metrics = async () => (await (await client.request({ path: '/metrics', method: 'GET' })).body.text());
+    cleanups.push(
+      () => probe.close(),
+      () => client.close(),
+    );
+    const metrics = async () => await (await client.request({ path: '/metrics', method: 'GET' })).body.text();
 
     const idleWorst = await worstHealthCheck(probe, new Promise((resolve) => setTimeout(resolve, 2_000)));
     expect(metric(await metrics(), 'boo_embedded_store_open')).toBe(0);
@@ -74,7 +77,12 @@ describe('issue 15: embedded mode costs nothing until used, and never holds up t
       }
     };
     const traffic = Promise.all(Array.from({ length: 10 }, send)).then(() =>
-      waitForValue(async () => metric(await metrics(), 'boo_events_inserted_total'), (rows) => rows >= 1_000, 30_000, '1,000 rows'),
+      waitForValue(
+        async () => metric(await metrics(), 'boo_events_inserted_total'),
+        (rows) => rows >= 1_000,
+        30_000,
+        '1,000 rows',
+      ),
     );
     const busyWorst = await worstHealthCheck(probe, traffic);
     await traffic;
@@ -98,7 +106,11 @@ describe('issue 15: embedded mode costs nothing until used, and never holds up t
     const lock = `${embeddedStoreDirectory(dataDir)}.lock`;
     writeFileSync(lock, String(process.ppid));
     const config = buildConfig(
-      { providers: { a: { baseUrl: 'http://127.0.0.1:1' } }, virtualModels: { 'auto:chat': { candidates: ['a/m'] } }, events: { batchSize: 10, maxBuffered: 50 } },
+      {
+        providers: { a: { baseUrl: 'http://127.0.0.1:1' } },
+        virtualModels: { 'auto:chat': { candidates: ['a/m'] } },
+        events: { batchSize: 10, maxBuffered: 50 },
+      },
       'test',
       {},
     );
@@ -113,11 +125,21 @@ describe('issue 15: embedded mode costs nothing until used, and never holds up t
       for (const event of events.slice(i, i + 10)) sink.publish(event);
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
-    await waitForValue(() => counterValue(register, 'boo_events_spooled_total'), (spooled) => spooled === 250, 10_000, '250 events spooled');
+    await waitForValue(
+      () => counterValue(register, 'boo_events_spooled_total'),
+      (spooled) => spooled === 250,
+      10_000,
+      '250 events spooled',
+    );
     expect(await counterValue(register, 'boo_events_enqueued_total')).toBe(50);
 
     rmSync(lock);
-    await waitForValue(() => counterValue(register, 'boo_events_inserted_total'), (rows) => rows === 300, 30_000, '300 rows');
+    await waitForValue(
+      () => counterValue(register, 'boo_events_inserted_total'),
+      (rows) => rows === 300,
+      30_000,
+      '300 rows',
+    );
     expect(await counterValue(register, 'boo_events_dropped_total')).toBe(0);
   });
 });

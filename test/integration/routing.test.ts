@@ -39,9 +39,21 @@ describe('fleet-aware routing', () => {
   it('splits weighted 1:3 traffic within 5 points of 25 % / 75 % over 400 requests', async () => {
     const f = (fleet = await startFakeFleet({ a: { name: 'a' }, b: { name: 'b' } }));
     gateway = await startTestGateway(
-      fleetConfigDocument(f, {}, {
-        virtualModels: { 'auto:chat': { strategy: 'weighted', candidates: [{ target: 'a/m1', weight: 1 }, { target: 'b/m1', weight: 3 }] } },
-      }),
+      fleetConfigDocument(
+        f,
+        {},
+        {
+          virtualModels: {
+            'auto:chat': {
+              strategy: 'weighted',
+              candidates: [
+                { target: 'a/m1', weight: 1 },
+                { target: 'b/m1', weight: 3 },
+              ],
+            },
+          },
+        },
+      ),
     );
     const counts = await share(400);
     expect(Math.abs((counts.get('a/m1') ?? 0) / 400 - 0.25)).toBeLessThanOrEqual(0.05);
@@ -80,10 +92,14 @@ describe('fleet-aware routing', () => {
       b: { name: 'b', type: 'llama-swap', models: ['m2'], loaded: ['m2'] },
     }));
     gateway = await startTestGateway(
-      fleetConfigDocument(f, { a: 'llama-swap', b: 'llama-swap' }, {
-        virtualModels: { 'auto:chat': { preferLoaded: true, candidates: ['a/m1', 'b/m2'] } },
-        healthCheck: { intervalMs: 100, timeoutMs: 500 },
-      }),
+      fleetConfigDocument(
+        f,
+        { a: 'llama-swap', b: 'llama-swap' },
+        {
+          virtualModels: { 'auto:chat': { preferLoaded: true, candidates: ['a/m1', 'b/m2'] } },
+          healthCheck: { intervalMs: 100, timeoutMs: 500 },
+        },
+      ),
       { healthChecks: true },
     );
     await waitFor(() => gateway!.fleet.isLoaded('b', 'm2') === true, 3_000, 'the first health check');
@@ -98,10 +114,14 @@ describe('fleet-aware routing', () => {
     const f = (fleet = await startFakeFleet({ a: { name: 'a' }, b: { name: 'b' } }));
     const intervalMs = 200;
     gateway = await startTestGateway(
-      fleetConfigDocument(f, {}, {
-        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
-        healthCheck: { intervalMs, timeoutMs: 150 },
-      }),
+      fleetConfigDocument(
+        f,
+        {},
+        {
+          virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
+          healthCheck: { intervalMs, timeoutMs: 150 },
+        },
+      ),
       { healthChecks: true },
     );
     await waitFor(() => gateway!.fleet.provider('a').healthy === true, 3_000, 'the first health check');
@@ -126,10 +146,14 @@ describe('fleet-aware routing', () => {
       b: { name: 'b', type: 'llama-swap', models: ['m1'] },
     }));
     gateway = await startTestGateway(
-      fleetConfigDocument(f, { a: 'llama-swap', b: 'llama-swap' }, {
-        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
-        healthCheck: { intervalMs: 100, timeoutMs: 500 },
-      }),
+      fleetConfigDocument(
+        f,
+        { a: 'llama-swap', b: 'llama-swap' },
+        {
+          virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
+          healthCheck: { intervalMs: 100, timeoutMs: 500 },
+        },
+      ),
       { healthChecks: true },
     );
     await waitFor(() => gateway!.fleet.provider('a').models.size > 0, 3_000, 'the first health check');
@@ -143,10 +167,14 @@ describe('fleet-aware routing', () => {
       big: { name: 'big', type: 'llama-swap', models: ['m1'], loaded: ['m1'], contextSize: { m1: 32768 } },
     }));
     gateway = await startTestGateway(
-      fleetConfigDocument(f, { small: 'llama-swap', big: 'llama-swap' }, {
-        virtualModels: { 'auto:chat': { candidates: ['small/m1', 'big/m1'] } },
-        healthCheck: { intervalMs: 100, timeoutMs: 500 },
-      }),
+      fleetConfigDocument(
+        f,
+        { small: 'llama-swap', big: 'llama-swap' },
+        {
+          virtualModels: { 'auto:chat': { candidates: ['small/m1', 'big/m1'] } },
+          healthCheck: { intervalMs: 100, timeoutMs: 500 },
+        },
+      ),
       { healthChecks: true },
     );
     await waitFor(() => gateway!.fleet.candidate('small/m1').contextSize === 2048, 3_000, 'context sizes');

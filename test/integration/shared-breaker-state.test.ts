@@ -100,7 +100,11 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
       await breakers.run('p/m', () => Promise.reject(failure)).catch(() => undefined);
     }
     // Both replicas have been told the cluster-wide totals (4 fires, 2 failures) and judged them.
-    await waitFor(() => one.totals.length > 0 && two.totals.length > 0 && [...one.totals, ...two.totals].some((totals) => totals.fires === 4), 2_000, 'both flushes');
+    await waitFor(
+      () => one.totals.length > 0 && two.totals.length > 0 && [...one.totals, ...two.totals].some((totals) => totals.fires === 4),
+      2_000,
+      'both flushes',
+    );
     expect([...one.totals, ...two.totals].find((totals) => totals.fires === 4)).toEqual({ fires: 4, failures: 2 });
     expect([one.breakers.position('p/m'), two.breakers.position('p/m')]).toEqual(['closed', 'closed']);
     // One more failure: 3 of 5 in the cluster is over 50% with volume reached.
@@ -125,7 +129,11 @@ describeBreakerStateStoreContract(
   'RedisBreakerStateStore',
   () => {
     contractPrefix = `boo-test:${randomUUID()}:`;
-    return [0, 1, 2].map(() => new RedisBreakerStateStore({ url: redisUrl, logger, keyPrefix: contractPrefix })) as [RedisBreakerStateStore, RedisBreakerStateStore, RedisBreakerStateStore];
+    return [0, 1, 2].map(() => new RedisBreakerStateStore({ url: redisUrl, logger, keyPrefix: contractPrefix })) as [
+      RedisBreakerStateStore,
+      RedisBreakerStateStore,
+      RedisBreakerStateStore,
+    ];
   },
   async () => {
     const redis = new Redis(redisUrl);

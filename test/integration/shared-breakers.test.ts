@@ -171,7 +171,10 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
       x.script({ kind: 'status', status: 500 });
       const answer = await chat(a);
       expect(answer).toMatchObject({ status: 200, candidate: 'y/m1', attempts: 2 });
-      const failed = x.dispatched().filter((received) => sentBy(received) === 'A').at(-1);
+      const failed = x
+        .dispatched()
+        .filter((received) => sentBy(received) === 'A')
+        .at(-1);
       const failedAt = failed?.closedAt ?? failed?.receivedAt ?? Number.NaN;
       const opened = await Promise.all(
         [b, c].map(async (other, index) => {
@@ -210,7 +213,11 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
     // Traffic starts once B and C know of the trip: a request they sent in the few ms before
     // would reach x as ordinary traffic, not as a probe (propagation has its own test above).
     for (const [index, other] of [b, c].entries()) {
-      await waitFor(() => transitions(other, marks[index]).some((entry) => entry.state === 'open' && entry.origin === 'remote'), 2_000, `${other.name} to learn the trip on A`);
+      await waitFor(
+        () => transitions(other, marks[index]).some((entry) => entry.state === 'open' && entry.origin === 'remote'),
+        2_000,
+        `${other.name} to learn the trip on A`,
+      );
     }
     const load = traffic(all);
     await sleep(8 * resetTimeoutMs + 200);
@@ -234,7 +241,11 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
     await sleep(200);
     await redis.kill();
     for (const running of all) {
-      await waitFor(async () => ((await (await request(`${running.url}/readyz`)).body.json()) as { redis: string }).redis === 'degraded', 5_000, `${running.name} to report redis degraded`);
+      await waitFor(
+        async () => ((await (await request(`${running.url}/readyz`)).body.json()) as { redis: string }).redis === 'degraded',
+        5_000,
+        `${running.name} to report redis degraded`,
+      );
     }
     const metrics = await (await request(`${replica('A').url}/metrics`)).body.text();
     expect(metrics).toMatch(/^boo_redis_up\{[^}]*\} 0$/m);
@@ -242,12 +253,20 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
     const marksAway = all.map((running) => running.process.lines.length);
     x.defaultReply = { kind: 'status', status: 500 };
     for (const [index, running] of all.entries()) {
-      await waitFor(() => transitions(running, marksAway[index]).some((entry) => entry.state === 'open' && entry.origin === 'local'), 5_000, `${running.name} to trip on its own`);
+      await waitFor(
+        () => transitions(running, marksAway[index]).some((entry) => entry.state === 'open' && entry.origin === 'local'),
+        5_000,
+        `${running.name} to trip on its own`,
+      );
     }
     x.defaultReply = { kind: 'ok' };
     await redis.start();
     for (const running of all) {
-      await waitFor(async () => ((await (await request(`${running.url}/readyz`)).body.json()) as { redis: string }).redis === 'ok', 10_000, `${running.name} to report redis ok`);
+      await waitFor(
+        async () => ((await (await request(`${running.url}/readyz`)).body.json()) as { redis: string }).redis === 'ok',
+        10_000,
+        `${running.name} to report redis ok`,
+      );
     }
     await load.stop();
     expect(load.statuses.filter((status) => status !== 200)).toEqual([]);
@@ -259,7 +278,11 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
     x.script({ kind: 'status', status: 500 });
     expect(await chat(b)).toMatchObject({ status: 200, candidate: 'y/m1', attempts: 2 });
     for (const [index, other] of [a, c].entries()) {
-      await waitFor(() => transitions(other, marks[index]).some((entry) => entry.state === 'open' && entry.origin === 'remote'), 2_000, `${other.name} to learn the trip on B`);
+      await waitFor(
+        () => transitions(other, marks[index]).some((entry) => entry.state === 'open' && entry.origin === 'remote'),
+        2_000,
+        `${other.name} to learn the trip on B`,
+      );
     }
     await recover(all);
   }, 40_000);
@@ -274,7 +297,11 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
     // As above: a request B or C sent before they knew of the trip would hang at x as ordinary
     // traffic (for the 120 s first-byte budget), not as a probe.
     for (const [index, other] of [b, c].entries()) {
-      await waitFor(() => transitions(other, marks[index]).some((entry) => entry.state === 'open' && entry.origin === 'remote'), 2_000, `${other.name} to learn the trip on A`);
+      await waitFor(
+        () => transitions(other, marks[index]).some((entry) => entry.state === 'open' && entry.origin === 'remote'),
+        2_000,
+        `${other.name} to learn the trip on A`,
+      );
     }
     const before = x.dispatched().length;
     let load = traffic(all);
@@ -309,7 +336,12 @@ describe('circuit breakers shared by three gateway processes through Redis', () 
     const late = await startReplica('D');
     const before = x.dispatched().length;
     expect(await chat(late)).toMatchObject({ status: 200, candidate: 'y/m1', attempts: 1 });
-    expect(x.dispatched().slice(before).filter((received) => sentBy(received) === 'D')).toEqual([]);
+    expect(
+      x
+        .dispatched()
+        .slice(before)
+        .filter((received) => sentBy(received) === 'D'),
+    ).toEqual([]);
     expect(await breakerOf(late)).toEqual(expect.objectContaining({ breaker: 'open', breakerOrigin: 'remote' }));
   }, 30_000);
 });

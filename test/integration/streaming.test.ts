@@ -66,7 +66,9 @@ describe('streaming through the gateway', () => {
     const text = await response.body.text();
     expect(response.statusCode).toBe(200);
     const events = text.split('\n\n').filter(Boolean);
-    expect(events.at(-1)).toMatch(/^data: \{"error":\{"message":"a\/m1: upstream sent nothing for 300 ms","type":"api_error","param":null,"code":"stream_error"\}\}$/);
+    expect(events.at(-1)).toMatch(
+      /^data: \{"error":\{"message":"a\/m1: upstream sent nothing for 300 ms","type":"api_error","param":null,"code":"stream_error"\}\}$/,
+    );
     expect(text).not.toContain('[DONE]');
   });
 
@@ -83,7 +85,10 @@ describe('streaming through the gateway', () => {
     await iterator.next();
     const abortedAt = Date.now();
     controller.abort();
-    const upstream = await t.fleet.a.waitForClose(t.fleet.a.received.findIndex((r) => r.method === 'POST'), 1_000);
+    const upstream = await t.fleet.a.waitForClose(
+      t.fleet.a.received.findIndex((r) => r.method === 'POST'),
+      1_000,
+    );
     expect(upstream.aborted).toBe(true);
     expect(upstream.closedAt! - abortedAt).toBeLessThan(1_000);
     await waitFor(() => t.gateway.sink.events.length === 1);
@@ -102,7 +107,10 @@ describe('streaming through the gateway', () => {
     await waitFor(() => t.fleet.a.dispatched().length === 1);
     controller.abort();
     await pending;
-    const upstream = await t.fleet.a.waitForClose(t.fleet.a.received.findIndex((r) => r.method === 'POST'), 1_000);
+    const upstream = await t.fleet.a.waitForClose(
+      t.fleet.a.received.findIndex((r) => r.method === 'POST'),
+      1_000,
+    );
     expect(upstream.aborted).toBe(true);
     await waitFor(() => t.gateway.sink.events.length === 1);
     expect(t.gateway.sink.events[0]).toMatchObject({ status: 'client_closed', chosen_provider_id: null });

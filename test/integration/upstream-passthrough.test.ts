@@ -14,9 +14,13 @@ describe('GET /upstream/:model/* (llama-swap pass-through)', () => {
       b: { name: 'b', type: 'llama-swap', models: ['m2'], loaded: ['m2'], contextSize: { m2: 32768 } },
     });
     gateway = await startTestGateway(
-      fleetConfigDocument({ a: fleet.a, b: fleet.b }, { a: 'llama-swap', b: 'llama-swap' }, {
-        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m2'] } },
-      }),
+      fleetConfigDocument(
+        { a: fleet.a, b: fleet.b },
+        { a: 'llama-swap', b: 'llama-swap' },
+        {
+          virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m2'] } },
+        },
+      ),
     );
   });
 

@@ -30,12 +30,16 @@ export function describeBreakerStateStoreContract(
       const stores = connect();
       opened = [...stores];
       const received: [BreakerMessage[], BreakerMessage[], BreakerMessage[]] = [[], [], []];
-      await Promise.all(stores.map((store, index) => store.start({ message: (message) => received[index]!.push(message), availability: () => undefined }, 2_000)));
+      await Promise.all(
+        stores.map((store, index) => store.start({ message: (message) => received[index]!.push(message), availability: () => undefined }, 2_000)),
+      );
       return { stores, received };
     }
 
     it('grants the probe of a due window to one claimant, until the lock is released or expires', async () => {
-      const { stores: [one, two] } = await start();
+      const {
+        stores: [one, two],
+      } = await start();
       const now = Date.now();
       await one.publishOpen({ candidate: 'p/m', openedAt: now, until: now + 1_000, replica: 'one' }, { graceMs: 5_000 });
       expect(await one.claimProbe('p/m', 'one', now, 5_000)).toEqual({ granted: false, dueAt: now + 1_000 });
@@ -53,7 +57,9 @@ export function describeBreakerStateStoreContract(
     });
 
     it('keeps a claimed window’s record alive past its own expiry while the probe is pending', async () => {
-      const { stores: [one] } = await start();
+      const {
+        stores: [one],
+      } = await start();
       const now = Date.now();
       for (const candidate of ['p/m', 'q/m']) await one.publishOpen({ candidate, openedAt: now - 1_000, until: now, replica: 'one' }, { graceMs: 100 });
       expect(await one.claimProbe('p/m', 'one', now, 2_000)).toEqual({ granted: true });
@@ -63,7 +69,10 @@ export function describeBreakerStateStoreContract(
     });
 
     it('stores an open record (with a later one kept over an older one), releases the lock of its token, and announces it to the others only', async () => {
-      const { stores: [one, two, three], received } = await start();
+      const {
+        stores: [one, two, three],
+        received,
+      } = await start();
       const now = Date.now();
       const record = { candidate: 'p/m', openedAt: now, until: now + 1_000, replica: 'one' };
       expect(await one.claimProbe('p/m', 'held', now, 5_000)).toEqual({ granted: true });
@@ -76,7 +85,10 @@ export function describeBreakerStateStoreContract(
     });
 
     it('forgets an open record and its counts at a close, releases the lock of its token, and announces the close', async () => {
-      const { stores: [one, two], received } = await start();
+      const {
+        stores: [one, two],
+        received,
+      } = await start();
       const now = Date.now();
       const window = { bucketMs: 1_000, buckets: 10 };
       await one.publishOpen({ candidate: 'p/m', openedAt: now - 2_000, until: now - 1_000, replica: 'one' }, { graceMs: 5_000 });
@@ -92,7 +104,10 @@ export function describeBreakerStateStoreContract(
     });
 
     it('keeps the later of two cooldowns, lists it in the snapshot and announces each', async () => {
-      const { stores: [one, two], received } = await start();
+      const {
+        stores: [one, two],
+        received,
+      } = await start();
       const until = Date.now() + 5_000;
       await one.publishCooldown('p/m', until, 'one');
       await two.publishCooldown('p/m', until - 1_000, 'two');
@@ -103,7 +118,9 @@ export function describeBreakerStateStoreContract(
     });
 
     it('sums the attempt counts of every replica over the rolling window, dropping the buckets that left it', async () => {
-      const { stores: [one, two] } = await start();
+      const {
+        stores: [one, two],
+      } = await start();
       const window = { bucketMs: 100, buckets: 10 };
       const at = Math.floor(Date.now() / 100) * 100;
       expect(await one.addCounts('p/m', { fires: 3, failures: 1 }, at, window)).toEqual({ fires: 3, failures: 1 });

@@ -90,11 +90,15 @@ export function useTwoCandidateGateway(timeouts: Record<string, number>): TwoCan
   beforeAll(async () => {
     setup.fleet = await startFakeFleet({ a: { name: 'a' }, b: { name: 'b' } });
     setup.gateway = await startTestGateway(
-      fleetConfigDocument(setup.fleet, {}, {
-        virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
-        timeouts,
-        breaker: { volumeThreshold: 10_000 },
-      }),
+      fleetConfigDocument(
+        setup.fleet,
+        {},
+        {
+          virtualModels: { 'auto:chat': { candidates: ['a/m1', 'b/m1'] } },
+          timeouts,
+          breaker: { volumeThreshold: 10_000 },
+        },
+      ),
     );
     setup.client = new OpenAI({ baseURL: `${setup.gateway.url}/v1`, apiKey: 'unused', maxRetries: 0 });
   });

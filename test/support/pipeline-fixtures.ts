@@ -22,12 +22,27 @@ export function testConfig(): Config {
  * A producer sink as the gateway builds it in Redis mode, with its spool in `spoolDir` (a new temp
  * dir by default), packing `eventsPerJob` events to a job (the config default unless given).
  */
-export async function createTestSink(redisUrl: string, queueName: string, spoolDir?: string, eventsPerJob = testConfig().events.eventsPerJob): Promise<{ sink: BullmqSink; metrics: GatewayMetrics; register: Registry; spoolDir: string }> {
+export async function createTestSink(
+  redisUrl: string,
+  queueName: string,
+  spoolDir?: string,
+  eventsPerJob = testConfig().events.eventsPerJob,
+): Promise<{ sink: BullmqSink; metrics: GatewayMetrics; register: Registry; spoolDir: string }> {
   const register = new Registry();
   const metrics = createGatewayMetrics(register, testConfig());
   const directory = spoolDir ?? (await mkdtemp(join(tmpdir(), 'boo-spool-')));
   const spool = await Spool.open({ directory, maxBytes: 64 * 1024 * 1024 });
-  const sink = new BullmqSink({ redisUrl, queueName, spool, metrics, logger: testLogger, maxBuffered: 100_000, chunkSize: 500, eventsPerJob, commandTimeoutMs: 1_000 });
+  const sink = new BullmqSink({
+    redisUrl,
+    queueName,
+    spool,
+    metrics,
+    logger: testLogger,
+    maxBuffered: 100_000,
+    chunkSize: 500,
+    eventsPerJob,
+    commandTimeoutMs: 1_000,
+  });
   return { sink, metrics, register, spoolDir: directory };
 }
 
@@ -62,7 +77,9 @@ export interface RowsAgainstSent {
  * (or one event re-sent under a new id) are two distinct keys.
  */
 export async function rowsAgainstSent(db: SqlDatabase, sent: Iterable<string>): Promise<RowsAgainstSent> {
-  const { rows } = await db.query<{ request_id: string | null; n: number }>('SELECT request_id, count(*)::int AS n FROM route_dispatch_log GROUP BY request_id');
+  const { rows } = await db.query<{ request_id: string | null; n: number }>(
+    'SELECT request_id, count(*)::int AS n FROM route_dispatch_log GROUP BY request_id',
+  );
   const stored = new Map(rows.map((row) => [String(row.request_id), row.n]));
   const expected = new Set(sent);
   const first10 = (ids: string[]) => ids.slice(0, 10);

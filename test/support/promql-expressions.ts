@@ -57,7 +57,11 @@ export function dashboardVariableExpressions(dashboard: unknown): SourcedExpress
  * Replaces Grafana variables: built-in intervals by fixed durations, template variables
  * (`$name`, `${name}`, `${name:format}`) by `values[name]`, else `.*` (the "All" value).
  */
-export function substituteDashboardVariables(expr: string, intervals: { rate: string; interval: string; range: string }, values: Record<string, string> = {}): string {
+export function substituteDashboardVariables(
+  expr: string,
+  intervals: { rate: string; interval: string; range: string },
+  values: Record<string, string> = {},
+): string {
   return expr
     .replaceAll('$__rate_interval', intervals.rate)
     .replaceAll('$__interval', intervals.interval)
