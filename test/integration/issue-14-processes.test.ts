@@ -65,8 +65,18 @@ describe('issue 14: bodies that would block the event loop', () => {
         limits: { maxBodyBytes: 16 * 1024 * 1024 },
         healthCheck: { intervalMs: 60_000 },
       },
-      { REDIS_URL: 'redis://127.0.0.1:6379', BOO_QUEUE: `boo-test-${randomUUID()}` },
+      // Embedded mode, as `npm start` runs.
     );
+    // What is measured is reading bodies, not a fresh process compiling its first requests.
+    for (let i = 0; i < 50; i++) {
+      await (await request(`${gateway.url}/healthz`)).body.text();
+      const refused = await request(`${gateway.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: `{"model":"x","x":${'['.repeat(100)}`,
+      });
+      await refused.body.text();
+    }
   });
   afterAll(async () => {
     await gateway?.process.stop();
@@ -91,6 +101,7 @@ describe('issue 14: bodies that would block the event loop', () => {
       });
     const statuses = Promise.all([send(), send(), send(), send()]);
     const worst = await worstHealthzLatency(gateway.url, statuses);
+    console.log(`issue-14: worst /healthz while four 10 MB bodies of ${kind} were read: ${worst.toFixed(1)} ms`);
     expect((await statuses).every((status) => status === 400 || status === 404)).toBe(true);
     expect(worst).toBeLessThan(50);
   });
