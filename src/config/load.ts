@@ -46,8 +46,8 @@ export interface Config {
   readonly apiKeyDigests: readonly Buffer[];
   /** sha256 digests of the keys that may read /admin/*. */
   readonly adminKeyDigests: readonly Buffer[];
-  /** Peers whose forwarding headers are believed (see `trustedProxies`). */
-  readonly trustedProxies: BlockList;
+  /** Peers whose forwarding headers are believed (see `trustedProxies`); undefined when none is. */
+  readonly trustedProxies: BlockList | undefined;
   readonly limits: ConfigFile['limits'];
   readonly shutdown: ConfigFile['shutdown'];
   readonly events: ConfigFile['events'];
@@ -176,7 +176,7 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
     healthCheck: file.healthCheck,
     apiKeyDigests: [...file.auth.apiKeys, ...file.auth.adminKeys].map(digestOfHex),
     adminKeyDigests: file.auth.adminKeys.map(digestOfHex),
-    trustedProxies: blockListOf(file.trustedProxies),
+    trustedProxies: file.trustedProxies.length > 0 ? blockListOf(file.trustedProxies) : undefined,
     limits: file.limits,
     shutdown: file.shutdown,
     events: file.events,

@@ -164,6 +164,32 @@ describe('scanRequest', () => {
     );
   });
 
+  it('reads long strings word by word exactly as JSON.parse does, at any alignment and with any byte in them', () => {
+    const piece = fc.oneof(
+      { weight: 8, arbitrary: fc.string({ minLength: 1, maxLength: 40 }).map((text) => text.replace(/["\\\u0000-\u001f]/g, 'x')) },
+      { weight: 1, arbitrary: fc.constantFrom('\\"', '\\\\', '\\n', '\\u00e9', 'é', '\u{1f600}', '\u0001', '"', '\\', '\\x') },
+    );
+    fc.assert(
+      fc.property(fc.array(piece, { minLength: 10, maxLength: 60 }), fc.integer({ min: 0, max: 7 }), (pieces, shift) => {
+        const text = `{"model":"m","messages":[{"role":"user","content":"${pieces.join('')}"}]}`;
+        // Copied in at an offset, so the string's words start at every alignment.
+        const backing = Buffer.alloc(Buffer.byteLength(text) + 8);
+        backing.write(text, shift);
+        const raw = backing.subarray(shift, shift + Buffer.byteLength(text));
+        let parsed: Record<string, unknown> | undefined;
+        try {
+          parsed = JSON.parse(text) as Record<string, unknown>;
+        } catch {
+          parsed = undefined;
+        }
+        const outcome = codeOf(raw);
+        if (parsed === undefined) expect(outcome).toBe('invalid_json');
+        else expect((outcome as RequestFields).requiredContext).toBe(referenceEstimate(parsed));
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
   it('gives the same answer read in slices of any size as read at once', async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -198,6 +224,8 @@ describe('scanRequest', () => {
     ['no model', '{"messages":[]}', 'missing_model'],
     ['an empty model', '{"model":""}', 'missing_model'],
     ['a control character in the model', '{"model":"a\\u0000b"}', 'missing_model'],
+    ['DEL in the model', '{"model":"a\u007fb"}', 'missing_model'],
+    ['DEL in the model of a long body', `{"model":"a\u007fb","x":"${'y'.repeat(300)}"}`, 'missing_model'],
     ['a number as the model', '{"model":1}', 'missing_model'],
     ['a string stream', '{"model":"a","stream":"yes"}', 'invalid_type'],
     ['a negative max_tokens', '{"model":"a","max_tokens":-1}', 'invalid_type'],

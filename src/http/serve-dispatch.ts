@@ -27,10 +27,10 @@ class ClientDispatchRequest implements DispatchRequest {
     readonly requiredContext: number,
     req: IncomingMessage,
     readonly client: RequestContext,
-    trustedProxies: BlockList,
+    trustedProxies: BlockList | undefined,
   ) {
     this.headers = req.headers;
-    this.forwarded = forwardedClient(req.headers, req.socket.remoteAddress, trustedProxies);
+    this.forwarded = forwardedClient(req.headers, req.socket, trustedProxies);
     const source = req.headers['x-boo-source'];
     this.source = typeof source === 'string' ? sanitizeClientText(source) : null;
   }

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { isIP, type BlockList } from 'node:net';
+import { isIP, type BlockList, type Socket } from 'node:net';
 
 const hopByHop = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
 
@@ -90,14 +90,31 @@ export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, reque
   return headers;
 }
 
+/** What each connection's peer is told as, when no proxy is trusted: worked out once per connection. */
+const untrustedPeers = new WeakMap<Socket, ForwardedClient>();
+
+function addressOf(socket: Socket): string {
+  const peer = socket.remoteAddress;
+  if (peer === undefined) return 'unknown';
+  return peer.startsWith('::ffff:') && isIP(peer.slice(7)) === 4 ? peer.slice(7) : peer;
+}
+
 /**
- * What the upstream is told of a client at `peer` (the socket's address). A trusted proxy's own
- * `X-Forwarded-For` is extended with the peer, as nginx's `$proxy_add_x_forwarded_for` does, and
- * its `X-Forwarded-Proto` kept; anyone else's are replaced, so a client cannot pose as another.
+ * What the upstream is told of the client on `socket`. A trusted proxy's own `X-Forwarded-For`
+ * is extended with its address, as nginx's `$proxy_add_x_forwarded_for` does, and its
+ * `X-Forwarded-Proto` kept; anyone else's are replaced, so a client cannot pose as another.
  */
-export function forwardedClient(clientHeaders: IncomingHttpHeaders, peer: string | undefined, trustedProxies: BlockList): ForwardedClient {
-  const address = peer === undefined ? 'unknown' : peer.startsWith('::ffff:') && isIP(peer.slice(7)) === 4 ? peer.slice(7) : peer;
-  if (peer === undefined || !trustedProxies.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')) return { forwardedFor: address, forwardedProto: 'http' };
+export function forwardedClient(clientHeaders: IncomingHttpHeaders, socket: Socket, trustedProxies: BlockList | undefined): ForwardedClient {
+  if (trustedProxies === undefined) {
+    let told = untrustedPeers.get(socket);
+    if (told === undefined) {
+      told = { forwardedFor: addressOf(socket), forwardedProto: 'http' };
+      untrustedPeers.set(socket, told);
+    }
+    return told;
+  }
+  const address = addressOf(socket);
+  if (!trustedProxies.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')) return { forwardedFor: address, forwardedProto: 'http' };
   const chain = clientHeaders['x-forwarded-for'];
   const proto = clientHeaders['x-forwarded-proto'];
   return {
