@@ -75,6 +75,16 @@ const layers = {
   'src/events/**': ['**/upstream/**', '**/routing/**', '**/breakers/**', '**/fleet/**', '**/dispatch/**', '**/http/**'],
   'src/dispatch-log/**': ['**/upstream/**', '**/routing/**', '**/breakers/**', '**/fleet/**', '**/dispatch/**', '**/http/**'],
   'src/metrics/**': ['**/upstream/**', '**/routing/**', '**/breakers/**', '**/fleet/**', '**/dispatch/**', '**/http/**', '**/events/**', '**/dispatch-log/**'],
+  'src/protocols/**': [
+    '**/upstream/**',
+    '**/routing/**',
+    '**/breakers/**',
+    '**/fleet/**',
+    '**/dispatch/**',
+    '**/http/**',
+    '**/events/**',
+    '**/dispatch-log/**',
+  ],
   'src/dispatch/**': ['**/http/**'],
   'workers/**': ['**/src/http/**', '**/src/dispatch/**', '**/src/upstream/**', '**/src/routing/**', '**/src/breakers/**', '**/src/fleet/**'],
 };

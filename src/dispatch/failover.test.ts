@@ -15,6 +15,7 @@ import { createLogger } from '../shared/logger.js';
 import type { UpstreamPools } from '../upstream/upstream-pools.js';
 import { Failover, type DispatchRequest } from './failover.js';
 import { RequestBody } from './request-body.js';
+import { endpointAt } from '../protocols/endpoints.js';
 
 const logger = createLogger('silent');
 
@@ -100,9 +101,10 @@ function setUp(candidates = ['a/m1', 'b/m2', 'c/m3']) {
     const model = overrides.model ?? 'auto:chat';
     const raw = Buffer.from(JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }));
     const request: DispatchRequest = {
-      endpoint: '/v1/chat/completions',
+      endpoint: endpointAt('/v1/chat/completions')!,
       model,
       stream: false,
+      contentType: 'application/json',
       body: new RequestBody(raw, model, [raw.indexOf(`"${model}"`), raw.indexOf(`"${model}"`) + model.length + 2]),
       headers: { 'content-type': 'application/json', authorization: 'Bearer client-key' },
       requestId: `req-${++sequence}`,

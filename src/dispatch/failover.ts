@@ -1,7 +1,9 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { BreakerRegistry } from '../breakers/breaker-registry.js';
 import type { Config } from '../config/load.js';
-import { AllCandidatesFailedError, NoHealthyCandidateError, StreamBrokenError, toOpenAIError } from '../errors.js';
+import { AllCandidatesFailedError, NoHealthyCandidateError } from '../errors.js';
+import type { Endpoint } from '../protocols/endpoints.js';
+import { streamErrorEvent } from '../protocols/error-bodies.js';
 import type { Attempt, DispatchStatus } from '../events/dispatch-event.js';
 import type { EventSink } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
@@ -26,12 +28,14 @@ export interface DispatchRequest {
   readonly client: ClientConnection;
   /** Who the client is, as upstreams are told (`X-Forwarded-For`, `X-Forwarded-Proto`). */
   readonly forwarded: ForwardedClient;
-  /** `/v1/chat/completions`, `/v1/completions` or `/v1/embeddings` */
-  readonly endpoint: string;
+  /** The endpoint served, and the few things of its protocol dispatch needs. */
+  readonly endpoint: Endpoint;
   readonly model: string;
   readonly stream: boolean;
-  /** The client's JSON body; only `model` is rewritten per candidate. */
+  /** The client's body (JSON or a form); only `model` is rewritten per candidate. */
   readonly body: RequestBody;
+  /** As the upstream is told: `application/json`, or the client's form type with its boundary. */
+  readonly contentType: string;
   readonly headers: IncomingHttpHeaders;
   readonly requestId: string;
   /** X-Boo-Source, cleaned of control characters for the record. */
@@ -53,8 +57,6 @@ export interface FailoverDeps {
   readonly sink: EventSink;
   readonly replica: string;
 }
-
-const streamErrorEvent = (message: string) => `data: ${JSON.stringify(toOpenAIError(new StreamBrokenError(message)))}\n\n`;
 
 const lineFeed = 0x0a;
 const carriageReturn = 0x0d;
@@ -113,7 +115,7 @@ export class Failover {
     }
     if (panic) request.logger.warn({ model: label }, 'every candidate is open or cooling down; trying them anyway');
 
-    const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId, request.forwarded);
+    const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId, request.forwarded, request.contentType);
     let lastProblem = 'no candidate could be tried';
     metrics.overheadOf('pre_upstream').observe((performance.now() - request.receivedAt) / 1000);
 
@@ -131,7 +133,7 @@ export class Failover {
           () =>
             sendAttempt({
               pool: pools.pool(provider.name),
-              path: upstreamPath(provider, request.endpoint),
+              path: upstreamPath(provider, request.endpoint.path),
               method: 'POST',
               headers,
               body,
@@ -188,7 +190,7 @@ export class Failover {
     attemptCount: number,
   ): Promise<{ status: DispatchStatus; error: string | null; usage: Usage }> {
     const upstreamIsStream = String(answer.headers['content-type'] ?? '').startsWith('text/event-stream');
-    const usage = new UsageReader(upstreamIsStream);
+    const usage = new UsageReader(upstreamIsStream, request.endpoint.usage);
     const headers = downstreamResponseHeaders(answer.headers);
     headers['x-request-id'] = request.requestId;
     headers['x-boo-candidate'] = target.id;
@@ -232,7 +234,7 @@ export class Failover {
         if (upstreamIsStream && !res.destroyed) {
           // The client learns which candidate failed and how, not the transport's own words.
           const told = reason instanceof Error ? `${target.id}: ${reason.message}` : `${target.id} broke off its answer`;
-          res.end(sseEventBoundary(last, previous) + streamErrorEvent(told));
+          res.end(sseEventBoundary(last, previous) + streamErrorEvent(request.endpoint, told));
         } else {
           // A JSON answer cut short cannot be repaired: a broken connection tells the client so.
           res.destroy();
@@ -286,6 +288,7 @@ export class Failover {
       prompt_tokens: served?.usage.promptTokens ?? null,
       completion_tokens: served?.usage.completionTokens ?? null,
       replica: this.deps.replica,
+      endpoint: request.endpoint.path,
     });
   }
 }

@@ -12,7 +12,7 @@ function codeOf(text: string | Buffer, maxJsonDepth = 10_000): string | RequestF
   }
 }
 
-/** The estimate as it was made from a parsed document: the reference the scanner must match. */
+/** The estimate from a parsed document: the reference the scanner must match. */
 function referenceEstimate(body: Record<string, unknown>): number {
   const textLength = (content: unknown): number => {
     if (typeof content === 'string') return content.length;
@@ -24,12 +24,21 @@ function referenceEstimate(body: Record<string, unknown>): number {
     }
     return length;
   };
+  const contentLength = (items: unknown[]): number => {
+    let length = 0;
+    for (const item of items) if (item && typeof item === 'object' && !Array.isArray(item)) length += textLength((item as { content?: unknown }).content);
+    return length;
+  };
   let characters = 0;
   if (Array.isArray(body.messages)) {
-    for (const message of body.messages) if (message && typeof message === 'object') characters += textLength((message as { content?: unknown }).content) + 8;
+    characters += contentLength(body.messages);
+    for (const message of body.messages) if (message && typeof message === 'object') characters += 8;
   }
-  characters += textLength(body.prompt) + textLength(body.input);
-  const completion = body.max_completion_tokens ?? body.max_tokens;
+  characters += textLength(body.prompt) + textLength(body.input) + textLength(body.system);
+  if (Array.isArray(body.input)) characters += contentLength(body.input);
+  if (typeof body.instructions === 'string') characters += body.instructions.length;
+  const nPredict = typeof body.n_predict === 'number' && Number.isSafeInteger(body.n_predict) ? body.n_predict : undefined;
+  const completion = body.max_completion_tokens ?? body.max_tokens ?? body.max_output_tokens ?? nPredict;
   return Math.ceil(characters / 3.5) + (typeof completion === 'number' && completion > 0 ? completion : 0);
 }
 
@@ -144,7 +153,11 @@ describe('scanRequest', () => {
         stream: fc.oneof(fc.boolean(), fc.constant(null)),
         messages: fc.array(message, { maxLength: 4 }),
         prompt: content,
-        input: content,
+        input: fc.oneof(content, fc.array(message, { maxLength: 3 })),
+        system: content,
+        instructions: fc.oneof(fc.string({ maxLength: 20 }), fc.jsonValue({ maxDepth: 1 })),
+        max_output_tokens: fc.oneof(fc.nat(100_000), fc.constant(null)),
+        n_predict: fc.oneof(fc.integer({ min: -1, max: 100_000 }), fc.double({ noNaN: true, noDefaultInfinity: true })),
         max_tokens: fc.oneof(fc.nat(100_000), fc.constant(null)),
         max_completion_tokens: fc.oneof(fc.nat(100_000), fc.constant(null)),
         temperature: fc.double({ noNaN: true, noDefaultInfinity: true }),

@@ -69,6 +69,10 @@ const enum Key {
   Input,
   Content,
   Text,
+  System,
+  Instructions,
+  MaxOutputTokens,
+  NPredict,
 }
 
 const keyNames: ReadonlyMap<string, Key> = new Map([
@@ -81,6 +85,10 @@ const keyNames: ReadonlyMap<string, Key> = new Map([
   ['input', Key.Input],
   ['content', Key.Content],
   ['text', Key.Text],
+  ['system', Key.System],
+  ['instructions', Key.Instructions],
+  ['max_output_tokens', Key.MaxOutputTokens],
+  ['n_predict', Key.NPredict],
 ]);
 
 /** The bytes at `at` spell `word` (ASCII). */
@@ -100,13 +108,19 @@ function asciiKey(raw: Buffer, start: number, end: number): Key {
     case 5:
       return spells(raw, start, 'model') ? Key.Model : spells(raw, start, 'input') ? Key.Input : Key.Other;
     case 6:
-      return spells(raw, start, 'stream') ? Key.Stream : spells(raw, start, 'prompt') ? Key.Prompt : Key.Other;
+      return spells(raw, start, 'stream') ? Key.Stream : spells(raw, start, 'prompt') ? Key.Prompt : spells(raw, start, 'system') ? Key.System : Key.Other;
     case 7:
       return spells(raw, start, 'content') ? Key.Content : Key.Other;
     case 8:
       return spells(raw, start, 'messages') ? Key.Messages : Key.Other;
+    case 9:
+      return spells(raw, start, 'n_predict') ? Key.NPredict : Key.Other;
     case 10:
       return spells(raw, start, 'max_tokens') ? Key.MaxTokens : Key.Other;
+    case 12:
+      return spells(raw, start, 'instructions') ? Key.Instructions : Key.Other;
+    case 17:
+      return spells(raw, start, 'max_output_tokens') ? Key.MaxOutputTokens : Key.Other;
     case 21:
       return spells(raw, start, 'max_completion_tokens') ? Key.MaxCompletionTokens : Key.Other;
     default:
@@ -215,6 +229,8 @@ class RequestScanner {
   private streamField: TopLevelValue | undefined;
   private maxTokensField: TopLevelValue | undefined;
   private maxCompletionTokensField: TopLevelValue | undefined;
+  private maxOutputTokensField: TopLevelValue | undefined;
+  private nPredictField: TopLevelValue | undefined;
   private messagesField: TopLevelValue | undefined;
   private modelKeys = 0;
   private modelKeyEscaped = false;
@@ -328,9 +344,12 @@ class RequestScanner {
     if (stream !== undefined && stream.kind !== 'true' && stream.kind !== 'false' && stream.kind !== 'null') throw invalidType('stream', 'boolean');
     const maxTokens = this.count('max_tokens', this.maxTokensField);
     const maxCompletionTokens = this.count('max_completion_tokens', this.maxCompletionTokensField);
+    const maxOutputTokens = this.count('max_output_tokens', this.maxOutputTokensField);
     const messages = this.messagesField;
     if (messages !== undefined && messages.kind !== 'array') throw invalidType('messages', 'array');
-    const completion = maxCompletionTokens ?? maxTokens;
+    // llama.cpp's n_predict may be -1 (no limit): a hint for the estimate, never a reason to refuse.
+    const nPredict = this.nPredictField?.kind === 'number' ? this.numberAt(this.nPredictField.start, this.nPredictField.end) : undefined;
+    const completion = maxCompletionTokens ?? maxTokens ?? maxOutputTokens ?? (Number.isSafeInteger(nPredict) ? nPredict : undefined);
     const characters = this.promptCharacters + this.messages * 8;
     return {
       model: model.value,
@@ -481,6 +500,12 @@ class RequestScanner {
         return;
       case Key.MaxCompletionTokens:
         this.maxCompletionTokensField = { kind, start, end, escaped: false, nonAscii: false };
+        return;
+      case Key.MaxOutputTokens:
+        this.maxOutputTokensField = { kind, start, end, escaped: false, nonAscii: false };
+        return;
+      case Key.NPredict:
+        this.nPredictField = { kind, start, end, escaped: false, nonAscii: false };
         return;
       case Key.Messages:
         this.messagesField = { kind, start, end, escaped: false, nonAscii: false };
@@ -640,26 +665,31 @@ class RequestScanner {
     return this.keySet;
   }
 
-  /** Inside `messages`, `prompt` or `input` at the top level, where the estimate reads keys. */
+  /** Inside a top-level key whose text is prompt, where the estimate reads keys. */
   private isOnPromptPath(): boolean {
     const top = this.keys[1];
-    return top === Key.Messages || top === Key.Prompt || top === Key.Input;
+    return top === Key.Messages || top === Key.Prompt || top === Key.Input || top === Key.System;
   }
 
   /**
-   * The string value that just ended is prompt text: `prompt` or `input` (a string, strings in
-   * an array, or `text` of objects in that array), or a message's `content` (a string, strings
-   * in an array, or `text` of the parts in that array).
+   * The string value that just ended is prompt text, in any of the shapes the protocols send it:
+   * - `prompt`, `input`, `system` (Anthropic), `instructions` (Responses): a string, strings in
+   *   an array, or the `text` of objects in that array;
+   * - a message's `content` (`messages[]`, and the Responses API's `input[]` items): a string,
+   *   strings in an array, or the `text` of the parts in that array.
    */
   private isPromptText(): boolean {
     const { depth, containers, keys } = this;
     const top = keys[1];
-    if (top === Key.Prompt || top === Key.Input) {
-      if (depth === 1) return true;
-      if (containers[2] !== Container.Array) return false;
-      return depth === 2 || (depth === 3 && containers[3] === Container.Object && keys[3] === Key.Text);
+    if (depth === 1) return top === Key.Prompt || top === Key.Input || top === Key.System || top === Key.Instructions;
+    if (top !== Key.Messages && top !== Key.Prompt && top !== Key.Input && top !== Key.System) return false;
+    if (containers[2] !== Container.Array) return false;
+    if (top !== Key.Messages) {
+      if (depth === 2) return true;
+      if (depth === 3 && containers[3] === Container.Object && keys[3] === Key.Text) return true;
+      if (top !== Key.Input) return false;
     }
-    if (top !== Key.Messages || containers[2] !== Container.Array || depth < 3 || containers[3] !== Container.Object || keys[3] !== Key.Content) return false;
+    if (depth < 3 || containers[3] !== Container.Object || keys[3] !== Key.Content) return false;
     if (depth === 3) return true;
     if (containers[4] !== Container.Array) return false;
     return depth === 4 || (depth === 5 && containers[5] === Container.Object && keys[5] === Key.Text);

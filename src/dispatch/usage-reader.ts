@@ -1,4 +1,5 @@
 import { createParser } from 'eventsource-parser';
+import type { UsageFormat } from '../protocols/endpoints.js';
 import { skipJsonWhitespace, valueAfterKey } from './json-bytes.js';
 
 export interface Usage {
@@ -18,6 +19,8 @@ const streamTailChunks = 8;
 const streamTailBytes = 16 * 1024;
 /** A JSON answer larger than this is relayed without reading its usage. */
 const jsonBodyBytes = 1024 * 1024;
+/** What is kept of a stream's start, where Anthropic reports the input tokens (`message_start`). */
+const streamHeadBytes = 8 * 1024;
 
 const usageKey = Buffer.from('"usage"');
 const quote = 0x22;
@@ -203,6 +206,58 @@ function usageOfStream(raw: Buffer, overflowed: boolean): Usage {
   return last ?? noUsage;
 }
 
+/** The token counts of an answer's document in a format other than OpenAI's; undefined when it has none. */
+function usageOfDocument(format: Exclude<UsageFormat, 'openai' | 'none'>, document: unknown): Usage | undefined {
+  if (typeof document !== 'object' || document === null) return undefined;
+  const fields = document as Record<string, unknown>;
+  switch (format) {
+    case 'responses':
+    case 'anthropic': {
+      // count_tokens answers `{ input_tokens }` at the top; the others nest their usage.
+      const usage = (format === 'anthropic' && 'input_tokens' in fields ? fields : fields.usage) as Record<string, unknown> | null | undefined;
+      if (typeof usage !== 'object' || usage === null) return undefined;
+      return { promptTokens: toCount(usage.input_tokens), completionTokens: toCount(usage.output_tokens) };
+    }
+    case 'llama':
+      if (!('tokens_evaluated' in fields) && !('tokens_predicted' in fields)) return undefined;
+      return { promptTokens: toCount(fields.tokens_evaluated), completionTokens: toCount(fields.tokens_predicted) };
+  }
+}
+
+/** `"key": <plain integer>` as a JSON member, not inside a string (where its quote would be escaped). */
+const countPatterns = new Map(
+  ['input_tokens', 'output_tokens', 'tokens_evaluated', 'tokens_predicted'].map((key) => [
+    key,
+    new RegExp(`(?<!\\\\)"${key}"\\s*:\\s*(\\d{1,15})(?![.\\deE])`, 'g'),
+  ]),
+);
+
+/** The last count given to `key` in `text`; null when there is none. */
+function lastCount(text: string, key: string): number | null {
+  let last: number | null = null;
+  for (const match of text.matchAll(countPatterns.get(key)!)) last = Number(match[1]);
+  return last;
+}
+
+/**
+ * A stream's usage in a format other than OpenAI's, read from the counts its events carry: the
+ * Responses API's `response.completed` (input and output tokens), Anthropic's `message_start`
+ * (input tokens, at the stream's start) and `message_delta` (the running output tokens, and the
+ * input tokens again on newer servers), llama.cpp's last chunk (`tokens_evaluated`,
+ * `tokens_predicted`). The last count of each in the kept bytes wins; a usage object too long
+ * for the tail window is found by its counts alone.
+ */
+function usageOfEvents(format: Exclude<UsageFormat, 'openai' | 'none'>, head: string, tail: string): Usage {
+  switch (format) {
+    case 'responses':
+      return { promptTokens: lastCount(tail, 'input_tokens'), completionTokens: lastCount(tail, 'output_tokens') };
+    case 'anthropic':
+      return { promptTokens: lastCount(tail, 'input_tokens') ?? lastCount(head, 'input_tokens'), completionTokens: lastCount(tail, 'output_tokens') };
+    case 'llama':
+      return { promptTokens: lastCount(tail, 'tokens_evaluated'), completionTokens: lastCount(tail, 'tokens_predicted') };
+  }
+}
+
 /**
  * Watches the bytes relayed to the client and reads the token usage the upstream reported: the
  * `usage` of a JSON answer, or of the last SSE event that carries one. Holds a bounded window
@@ -222,13 +277,20 @@ export class UsageReader {
   private window: string[] = [];
   private bytes = 0;
   private overflowed = false;
+  /** Anthropic streams: the first bytes, where `message_start` carries the input tokens. */
+  private head = '';
   private readonly stream: boolean;
+  private readonly format: UsageFormat;
 
-  constructor(stream: boolean) {
+  constructor(stream: boolean, format: UsageFormat = 'openai') {
     this.stream = stream;
+    this.format = format;
   }
 
   push(chunk: Buffer): void {
+    if (this.format === 'none') return;
+    if (this.format === 'anthropic' && this.stream && this.head.length < streamHeadBytes)
+      this.head += chunk.toString('latin1', 0, streamHeadBytes - this.head.length);
     this.bytes += chunk.length;
     if (!this.stream) {
       if (this.overflowed) return;
@@ -249,8 +311,20 @@ export class UsageReader {
   }
 
   read(): Usage {
-    if (this.stream) return this.window.length === 0 ? noUsage : usageOfStream(Buffer.from(this.window.join(''), 'latin1'), this.overflowed);
+    const format = this.format;
+    if (format === 'none') return noUsage;
+    if (this.stream) {
+      if (this.window.length === 0) return noUsage;
+      if (format !== 'openai') return usageOfEvents(format, this.head, this.window.join(''));
+      return usageOfStream(Buffer.from(this.window.join(''), 'latin1'), this.overflowed);
+    }
     if (this.chunks.length === 0 || this.overflowed) return noUsage;
-    return usageOfJson(this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bytes));
+    const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bytes);
+    if (format === 'openai') return usageOfJson(body);
+    try {
+      return usageOfDocument(format, JSON.parse(body.toString('utf8'))) ?? noUsage;
+    } catch {
+      return noUsage; // not JSON: nothing to read
+    }
   }
 }

@@ -34,5 +34,7 @@ export const dispatchEventSchema = z.object({
   prompt_tokens: z.number().int().nonnegative().nullable(),
   completion_tokens: z.number().int().nonnegative().nullable(),
   replica: z.string().max(200),
+  /** The path served; null on events of gateways from before it was recorded. */
+  endpoint: z.string().max(100).nullable().default(null),
 });
 export type DispatchEvent = z.infer<typeof dispatchEventSchema>;

@@ -67,6 +67,7 @@ function toRow(e: DispatchEvent): unknown[] {
     e.prompt_tokens,
     e.completion_tokens,
     e.replica,
+    e.endpoint,
   ];
 }
 

@@ -6,13 +6,15 @@ import type { BreakerRegistry } from '../breakers/breaker-registry.js';
 import type { Failover } from '../dispatch/failover.js';
 import type { UpstreamPassthrough } from '../dispatch/upstream-passthrough.js';
 import { downstreamResponseHeaders } from '../upstream/forward-headers.js';
-import { AuthenticationError, InvalidRequestError, RouteNotFoundError, UnsupportedContentEncodingError } from '../errors.js';
+import { AuthenticationError, InvalidRequestError, RouteNotFoundError, UnsupportedContentEncodingError, type GatewayError } from '../errors.js';
+import { multipartBoundary } from '../dispatch/multipart-body.js';
+import { endpointAt, type ErrorShape } from '../protocols/endpoints.js';
 import type { ComponentHealth } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
-import type { GatewayMetrics, HttpRoute } from '../metrics/registry.js';
+import type { GatewayMetrics } from '../metrics/registry.js';
 import { sanitizeClientText, type Logger } from '../shared/logger.js';
 import { errorMiddleware, sendError } from './error-middleware.js';
-import { isAuthorized, requireAdminKey, requireApiKey } from './middleware/auth.js';
+import { isAuthorized, isAuthorizedAnthropic, requireAdminKey, requireApiKey } from './middleware/auth.js';
 import { receiveBody } from './receive-body.js';
 import { contextOf, openRequestContext, requestContext, type RequestContext } from './middleware/request-context.js';
 import { serveDispatch } from './serve-dispatch.js';
@@ -34,23 +36,6 @@ export interface AppDeps {
   readonly draining: () => boolean;
 }
 
-/**
- * The route of a dispatch endpoint, undefined for any other path. Compared, not looked up in a
- * Map: a Map hashes the request's fresh path string on every request.
- */
-function dispatchRouteOf(path: string): HttpRoute | undefined {
-  switch (path) {
-    case '/v1/chat/completions':
-      return 'chat_completions';
-    case '/v1/completions':
-      return 'completions';
-    case '/v1/embeddings':
-      return 'embeddings';
-    default:
-      return undefined;
-  }
-}
-
 /** The spelling of a path Express would route alike: case-insensitive, one trailing slash optional. */
 function canonicalPath(path: string): string {
   const lower = path.toLowerCase();
@@ -60,7 +45,7 @@ function canonicalPath(path: string): string {
 /**
  * The gateway's request handler. It never listens and never reads the environment.
  *
- * Dispatch requests (`POST` to {@link dispatchRouteOf}'s paths) are served on plain node:http:
+ * Dispatch requests (`POST` to a path of `endpoints`) are served on plain node:http:
  * request context, auth, bounded body read, parse, dispatch, the same error answers. Express's
  * router, request/response decoration and middleware chain cost several times what a whole
  * forward costs, and the hot path needs none of it. Every other request goes to Express.
@@ -78,39 +63,45 @@ export function createApp(deps: AppDeps): RequestListener {
     if (req.method !== 'POST') return app(req, res);
     const url = req.url ?? '';
     const queryAt = url.indexOf('?');
-    let endpoint = queryAt < 0 ? url : url.slice(0, queryAt);
-    let route = dispatchRouteOf(endpoint);
-    if (route === undefined) {
-      endpoint = canonicalPath(endpoint);
-      route = dispatchRouteOf(endpoint);
-      if (route === undefined) return app(req, res);
-    }
+    const path = queryAt < 0 ? url : url.slice(0, queryAt);
+    const endpoint = endpointAt(path) ?? endpointAt(canonicalPath(path));
+    if (endpoint === undefined) return app(req, res);
 
     const context = openRequestContext(req, res, logger, metrics);
-    context.route = route;
+    context.route = endpoint.route;
     const current = config();
+    const refuse = (error: GatewayError) => sendDispatchError(res, context, error, rootLogger, endpoint.errors);
     // An unread body is left to node:http, as it is on the Express path.
-    if (!isAuthorized(req.headers.authorization, current.apiKeyDigests)) return sendDispatchError(res, context, new AuthenticationError(), rootLogger);
-    // The body is read and rewritten as plain JSON: an encoding it was sent in cannot be honoured.
+    const authorized =
+      endpoint.errors === 'anthropic'
+        ? isAuthorizedAnthropic(req.headers, current.apiKeyDigests)
+        : isAuthorized(req.headers.authorization, current.apiKeyDigests);
+    if (!authorized) return refuse(new AuthenticationError());
+    // The body is read and rewritten: an encoding it was sent in cannot be honoured.
     const encoding = req.headers['content-encoding'];
-    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
-      return sendDispatchError(res, context, new UnsupportedContentEncodingError(sanitizeClientText(encoding, 40)), rootLogger);
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity')
+      return refuse(new UnsupportedContentEncodingError(sanitizeClientText(encoding, 40)));
+    const boundary = endpoint.body === 'multipart' ? multipartBoundary(req.headers['content-type']) : undefined;
+    if (endpoint.body === 'multipart' && boundary === undefined) {
+      return refuse(new InvalidRequestError(`${endpoint.path} takes multipart/form-data with a boundary`, null, 'invalid_multipart'));
     }
     receiveBody(
       req,
       res,
       current.limits.maxBodyBytes,
       (body) =>
-        serveDispatch(failover, endpoint, req, res, context, body, current).catch((err: unknown) => sendDispatchError(res, context, err, () => context.logger)),
-      (error) => sendDispatchError(res, context, error, () => context.logger),
+        serveDispatch(failover, endpoint, boundary, req, res, context, body, current).catch((err: unknown) =>
+          sendDispatchError(res, context, err, () => context.logger, endpoint.errors),
+        ),
+      (error) => sendDispatchError(res, context, error, () => context.logger, endpoint.errors),
     );
   };
 }
 
 /** {@link sendError} on the fast path: a relayed answer carries the request id in its head, an error answer gets it here. */
-function sendDispatchError(res: ServerResponse, context: RequestContext, error: unknown, logger: () => Logger): void {
+function sendDispatchError(res: ServerResponse, context: RequestContext, error: unknown, logger: () => Logger, shape: ErrorShape): void {
   if (!res.headersSent) res.setHeader('x-request-id', context.requestId);
-  sendError(res, error, logger);
+  sendError(res, error, logger, shape);
 }
 
 function createExpressApp(deps: AppDeps): express.Express {

@@ -1,6 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import { GatewayError, toOpenAIError } from '../errors.js';
+import { GatewayError } from '../errors.js';
+import type { ErrorShape } from '../protocols/endpoints.js';
+import { errorBody } from '../protocols/error-bodies.js';
 import { contextOf } from './middleware/request-context.js';
 import type { Logger } from '../shared/logger.js';
 
@@ -16,12 +18,12 @@ function fromFrameworkError(error: unknown): GatewayError | undefined {
 }
 
 /**
- * The one place where errors become HTTP: GatewayError -> its status and OpenAI error body;
- * anything else -> 500 with a generic message and the full error logged (on
- * `logger`, the request's own when there is one). Used by the Express error middleware and by
- * the dispatch fast path alike.
+ * The one place where errors become HTTP: GatewayError -> its status and error body (OpenAI's
+ * shape, or Anthropic's on `/v1/messages*`); anything else -> 500 with a generic message and the
+ * full error logged (on `logger`, the request's own when there is one). Used by the Express error
+ * middleware and by the dispatch fast path alike.
  */
-export function sendError(res: ServerResponse, error: unknown, logger: () => Logger): void {
+export function sendError(res: ServerResponse, error: unknown, logger: () => Logger, shape: ErrorShape = 'openai'): void {
   let gatewayError: GatewayError;
   if (error instanceof GatewayError) {
     gatewayError = error;
@@ -34,7 +36,7 @@ export function sendError(res: ServerResponse, error: unknown, logger: () => Log
     res.destroy();
     return;
   }
-  const body = JSON.stringify(toOpenAIError(gatewayError));
+  const body = JSON.stringify(errorBody(gatewayError, shape));
   res.writeHead(gatewayError.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }

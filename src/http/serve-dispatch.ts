@@ -1,6 +1,8 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { DispatchRequest, Failover } from '../dispatch/failover.js';
+import { scanMultipart } from '../dispatch/multipart-body.js';
 import { RequestBody } from '../dispatch/request-body.js';
+import type { Endpoint } from '../protocols/endpoints.js';
 import { scanRequest, scanRequestInSlices, syncScanBytes, type RequestFields } from '../dispatch/request-scanner.js';
 import type { Config } from '../config/load.js';
 import { forwardedClient, type ForwardedClient } from '../upstream/forward-headers.js';
@@ -20,11 +22,12 @@ class ClientDispatchRequest implements DispatchRequest {
   readonly forwarded: ForwardedClient;
 
   constructor(
-    readonly endpoint: string,
+    readonly endpoint: Endpoint,
     readonly model: string,
     readonly stream: boolean,
     readonly body: RequestBody,
     readonly requiredContext: number,
+    readonly contentType: string,
     req: IncomingMessage,
     readonly client: RequestContext,
     trustedProxies: BlockList | undefined,
@@ -50,23 +53,40 @@ class ClientDispatchRequest implements DispatchRequest {
 
 /**
  * Reads one dispatch request's raw body and serves it with failover. Rejects only before anything
- * was written. A body too large to read in one go is read between other work (see
- * `scanRequestInSlices`), so no body holds up the event loop for long.
+ * was written. A JSON body too large to read in one go is read between other work (see
+ * `scanRequestInSlices`), so no body holds up the event loop for long; a form is found by its
+ * delimiters (`scanMultipart`), its files never decoded.
  */
 export async function serveDispatch(
   failover: Failover,
-  endpoint: string,
+  endpoint: Endpoint,
+  boundary: string | undefined,
   req: IncomingMessage,
   res: ServerResponse,
   context: RequestContext,
   raw: Buffer,
   config: Config,
 ): Promise<void> {
-  const { limits } = config;
-  const fields: RequestFields = raw.length <= syncScanBytes ? scanRequest(raw, limits) : await scanRequestInSlices(raw, limits);
-  const body = new RequestBody(raw, fields.model, fields.modelSpan);
-  await failover.serve(
-    new ClientDispatchRequest(endpoint, fields.model, fields.stream, body, fields.requiredContext, req, context, config.trustedProxies),
-    res,
-  );
+  let request: ClientDispatchRequest;
+  if (boundary !== undefined) {
+    const form = scanMultipart(raw, boundary);
+    const body = new RequestBody(raw, form.model, form.modelSpan, 'form');
+    request = new ClientDispatchRequest(endpoint, form.model, false, body, 0, req.headers['content-type']!, req, context, config.trustedProxies);
+  } else {
+    const { limits } = config;
+    const fields: RequestFields = raw.length <= syncScanBytes ? scanRequest(raw, limits) : await scanRequestInSlices(raw, limits);
+    const body = new RequestBody(raw, fields.model, fields.modelSpan);
+    request = new ClientDispatchRequest(
+      endpoint,
+      fields.model,
+      fields.stream,
+      body,
+      fields.requiredContext,
+      'application/json',
+      req,
+      context,
+      config.trustedProxies,
+    );
+  }
+  await failover.serve(request, res);
 }

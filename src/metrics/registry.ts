@@ -8,7 +8,28 @@ export const llmLatencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 /** The gateway's own cost per request: microseconds to a few milliseconds. */
 export const overheadBuckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 
-export const httpRoutes = ['chat_completions', 'completions', 'embeddings', 'models', 'upstream', 'admin', 'healthz', 'readyz', 'metrics', 'other'] as const;
+export const httpRoutes = [
+  'chat_completions',
+  'completions',
+  'responses',
+  'messages',
+  'count_tokens',
+  'embeddings',
+  'rerank',
+  'infill',
+  'completion',
+  'audio_speech',
+  'images',
+  'audio_transcriptions',
+  'audio_translations',
+  'models',
+  'upstream',
+  'admin',
+  'healthz',
+  'readyz',
+  'metrics',
+  'other',
+] as const;
 export type HttpRoute = (typeof httpRoutes)[number];
 
 /** Label value for requests that name no configured virtual model (direct or bare names). */

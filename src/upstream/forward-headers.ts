@@ -79,14 +79,19 @@ export interface ForwardedClient {
  * lists) dropped, the client's credentials and forwarding claims never forwarded, `X-Boo-Source`
  * kept unchanged, `X-Forwarded-For`/`-Proto` set by the gateway. The provider key is added per attempt.
  */
-export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, requestId: string, client: ForwardedClient): OutgoingHttpHeaders {
+export function upstreamRequestHeaders(
+  clientHeaders: IncomingHttpHeaders,
+  requestId: string,
+  client: ForwardedClient,
+  contentType: string,
+): OutgoingHttpHeaders {
   const headers = copyEndToEnd(clientHeaders, droppedUpstream);
   headers['x-request-id'] = requestId;
   headers['x-forwarded-for'] = client.forwardedFor;
   headers['x-forwarded-proto'] = client.forwardedProto;
   // Identity so the relayed bytes can be read for usage and stay what the client negotiated.
   headers['accept-encoding'] = 'identity';
-  headers['content-type'] = 'application/json';
+  headers['content-type'] = contentType;
   return headers;
 }
 

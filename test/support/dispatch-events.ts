@@ -22,6 +22,7 @@ export function makeDispatchEvent(overrides: Partial<DispatchEvent> = {}): Dispa
     prompt_tokens: 10,
     completion_tokens: 20,
     replica: 'test',
+    endpoint: '/v1/chat/completions',
     ...overrides,
   };
 }

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { digestApiKey } from '../../config/load.js';
 import { AuthenticationError, PermissionDeniedError } from '../../errors.js';
@@ -39,6 +40,17 @@ export function isAuthorized(header: string | undefined, acceptedDigests: readon
   if (acceptedDigests.length === 0) return true;
   const key = bearerKey(header);
   return key !== undefined && isAcceptedKey(key, acceptedDigests);
+}
+
+/**
+ * {@link isAuthorized} for the Anthropic Messages API, whose clients send their key as
+ * `x-api-key` (`@anthropic-ai/sdk` does); a bearer key is accepted there too.
+ */
+export function isAuthorizedAnthropic(headers: IncomingHttpHeaders, acceptedDigests: readonly Buffer[]): boolean {
+  if (acceptedDigests.length === 0) return true;
+  const key = headers['x-api-key'];
+  if (typeof key === 'string' && key !== '') return isAcceptedKey(key, acceptedDigests);
+  return isAuthorized(headers.authorization, acceptedDigests);
 }
 
 /**
