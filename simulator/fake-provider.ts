@@ -2,10 +2,11 @@ import http from 'node:http';
 import { once } from 'node:events';
 import { setTimeout as sleepTimer } from 'node:timers/promises';
 import type { Socket } from 'node:net';
+import { canStream, formModel, jsonAnswer, simulatedPaths, streamEvents, type SimulatedEndpoint, type Usage } from './protocol-answers.js';
 
 /**
- * What the fake answers to one dispatch request (POST /v1/chat/completions, /v1/completions,
- * /v1/embeddings). Every delay is cut short when the client goes away or the fake is stopped.
+ * What the fake answers to one dispatch request (a POST to any model-routed path, in that path's
+ * protocol). Every delay is cut short when the client goes away or the fake is stopped.
  */
 export type Reply =
   | {
@@ -113,7 +114,7 @@ export interface FakeProvider {
   script(...replies: Reply[]): void;
   /** Initially `{ kind: 'ok' }`. */
   defaultReply: Reply;
-  /** Only the dispatch requests (POSTs to /v1/...). */
+  /** Only the dispatch requests (POSTs to a model-routed path). */
   dispatched(): ReceivedRequest[];
   setLoaded(models: string[]): void;
   /** llama-swap: models swapped in so far (requests of any kind for a model that was not loaded). */
@@ -127,15 +128,6 @@ export interface FakeProvider {
   /** Resolves when request `index` of `received` has ended (closed by either side); rejects after timeoutMs. */
   waitForClose(index: number, timeoutMs: number): Promise<ReceivedRequest>;
 }
-
-type Usage = { prompt_tokens: number; completion_tokens: number };
-type Endpoint = 'chat' | 'completions' | 'embeddings';
-
-const dispatchPaths: Record<string, Endpoint> = {
-  '/v1/chat/completions': 'chat',
-  '/v1/completions': 'completions',
-  '/v1/embeddings': 'embeddings',
-};
 
 /** Per-exchange state shared by the reply writers. */
 interface Exchange {
@@ -246,37 +238,10 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
     exchange.res.flushHeaders();
   }
 
-  function chunkEvent(endpoint: Endpoint, id: string, model: string, text: string, first: boolean): string {
-    const chunk =
-      endpoint === 'completions'
-        ? { id, object: 'text_completion', created, model, choices: [{ index: 0, text, finish_reason: null, logprobs: null }] }
-        : {
-            id,
-            object: 'chat.completion.chunk',
-            created,
-            model,
-            choices: [{ index: 0, delta: first ? { role: 'assistant', content: text } : { content: text }, finish_reason: null }],
-          };
-    return `data: ${JSON.stringify(chunk)}\n\n`;
-  }
-
-  function finalEvents(endpoint: Endpoint, id: string, model: string, usage: Usage | null): string {
-    const choice = endpoint === 'completions' ? { index: 0, text: '', finish_reason: 'stop', logprobs: null } : { index: 0, delta: {}, finish_reason: 'stop' };
-    const chunk = {
-      id,
-      object: endpoint === 'completions' ? 'text_completion' : 'chat.completion.chunk',
-      created,
-      model,
-      choices: [choice],
-      ...(usage ? { usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens } } : {}),
-    };
-    return `data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`;
-  }
-
   /** Streams `pieces` as SSE; returns when done, cut, stalled, or the client left. */
   async function streamPieces(
     exchange: Exchange,
-    endpoint: Endpoint,
+    endpoint: SimulatedEndpoint,
     model: string,
     pieces: readonly string[],
     plan: {
@@ -289,64 +254,31 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       headers?: Record<string, string> | undefined;
     },
   ): Promise<void> {
-    const id = `chatcmpl-${name}-${++idCounter}`;
+    const events = streamEvents(endpoint, `${name}-${++idCounter}`, model, created);
     startSse(exchange, plan.headers);
     for (let i = 0; i < pieces.length; i += 1) {
       if (plan.breakAfter === i) {
         if (plan.breakMidEvent) {
-          const event = chunkEvent(endpoint, id, model, pieces[i] ?? '', i === 0);
+          const event = events.piece(pieces[i] ?? '', i);
           write(exchange, event.slice(0, Math.floor(event.length / 2)));
         }
         return cut(exchange);
       }
       if (plan.stallAfter === i) return;
       if (!(await sleep(i === 0 ? plan.firstChunkDelayMs : plan.chunkDelayMs, exchange.signal))) return;
-      write(exchange, chunkEvent(endpoint, id, model, pieces[i] ?? '', i === 0));
+      write(exchange, (i === 0 ? events.start() : '') + events.piece(pieces[i] ?? '', i));
       await drained(exchange);
       if (exchange.signal.aborted) return;
     }
     if (plan.breakAfter !== undefined && plan.breakAfter >= pieces.length) return cut(exchange);
     if (plan.stallAfter !== undefined && plan.stallAfter >= pieces.length) return;
-    write(exchange, finalEvents(endpoint, id, model, plan.usage));
+    write(exchange, events.end(pieces.join(''), plan.usage));
     exchange.res.end();
   }
 
-  function completionBody(endpoint: Endpoint, model: string, content: string, usage: Usage | null, input: unknown): object {
-    const usageField = usage ? { usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens } } : {};
-    const id = `${endpoint === 'chat' ? 'chatcmpl' : 'cmpl'}-${name}-${++idCounter}`;
-    if (endpoint === 'embeddings') {
-      const inputs = Array.isArray(input) ? input : [input];
-      return {
-        object: 'list',
-        model,
-        data: inputs.map((_, index) => ({ object: 'embedding', index, embedding: [0.1 * (index + 1), 0.2, 0.3, 0.4] })),
-        usage: { prompt_tokens: usage?.prompt_tokens ?? 7, total_tokens: usage?.prompt_tokens ?? 7 },
-      };
-    }
-    if (endpoint === 'completions') {
-      return {
-        id,
-        object: 'text_completion',
-        created,
-        model,
-        choices: [{ index: 0, text: content, finish_reason: 'stop', logprobs: null }],
-        ...usageField,
-      };
-    }
-    return {
-      id,
-      object: 'chat.completion',
-      created,
-      model,
-      choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
-      ...usageField,
-    };
-  }
-
-  async function answerDispatch(exchange: Exchange, endpoint: Endpoint, reply: Reply): Promise<void> {
-    const body = exchange.record.body as { model?: unknown; stream?: unknown; input?: unknown } | undefined;
-    const model = typeof body?.model === 'string' ? body.model : '';
-    const isStream = body?.stream === true && endpoint !== 'embeddings';
+  async function answerDispatch(exchange: Exchange, endpoint: SimulatedEndpoint, model: string, reply: Reply): Promise<void> {
+    const body = typeof exchange.record.body === 'object' && exchange.record.body !== null ? (exchange.record.body as Record<string, unknown>) : undefined;
+    const isStream = body?.stream === true && canStream(endpoint);
     switch (reply.kind) {
       case 'reset':
         exchange.cutByServer = true;
@@ -398,7 +330,10 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
         const usage = ok.usage === undefined ? { prompt_tokens: 7, completion_tokens: pieces.length } : ok.usage;
         const headers = { 'x-fake-provider': name, ...ok.headers };
         if (isStream) return streamPieces(exchange, endpoint, model, pieces, { usage, headers });
-        sendJson(exchange, 200, completionBody(endpoint, model, content, usage, body?.input), headers);
+        const answer = jsonAnswer(endpoint, { id: `${name}-${++idCounter}`, model, created, content, usage, body, name });
+        exchange.record.bytesWritten += answer.body.length;
+        exchange.res.writeHead(200, { 'content-type': answer.contentType, 'content-length': String(Buffer.byteLength(answer.body)), ...headers });
+        exchange.res.end(answer.body);
         return;
       }
     }
@@ -473,9 +408,14 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       return sendJson(exchange, 401, errorBody('Invalid API key', 'authentication_error', 'invalid_api_key'));
     }
 
-    const endpoint = method === 'POST' ? dispatchPaths[path] : undefined;
+    const endpoint = method === 'POST' ? simulatedPaths[path] : undefined;
     if (endpoint) {
-      const model = typeof record.body?.model === 'string' ? (record.body.model as string) : undefined;
+      const model =
+        endpoint === 'transcriptions' || endpoint === 'translations'
+          ? formModel(record.rawBody ?? Buffer.alloc(0), req.headers['content-type'])
+          : typeof record.body?.model === 'string'
+            ? (record.body.model as string)
+            : undefined;
       if (model === undefined) {
         return sendJson(exchange, 400, errorBody("missing or invalid 'model' key", 'invalid_request_error', null));
       }
@@ -484,7 +424,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       }
       const reply = queue.shift() ?? options.pickReply?.(record) ?? fake.defaultReply;
       if (!(await ensureLoaded(model, exchange))) return;
-      return answerDispatch(exchange, endpoint, reply);
+      return answerDispatch(exchange, endpoint, model, reply);
     }
     if (method === 'GET' && path === '/health') return sendText(exchange, 200, 'OK');
     if (method === 'GET' && path === '/v1/models') return sendJson(exchange, 200, modelsBody(models));
@@ -574,7 +514,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       queue.push(...replies);
     },
     dispatched() {
-      return received.filter((r) => r.method === 'POST' && r.path.startsWith('/v1/'));
+      return received.filter((r) => r.method === 'POST' && Object.hasOwn(simulatedPaths, r.path));
     },
     setLoaded(next: string[]) {
       loaded = [...next];

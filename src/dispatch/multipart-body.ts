@@ -38,6 +38,19 @@ export function multipartBoundary(contentType: string | undefined): string | und
   return boundary !== undefined && boundaryPattern.test(boundary) ? boundary : undefined;
 }
 
+/**
+ * Where the next delimiter line starts at or after `from`: the boundary after a line end,
+ * followed by a line end or `--`. The same bytes followed by anything else are content, as every
+ * form parser reads them.
+ */
+function nextDelimiterAt(raw: Buffer, delimiter: Buffer, from: number): number {
+  for (let at = raw.indexOf(delimiter, from); at >= 0; at = raw.indexOf(delimiter, at + 1)) {
+    const after = at + delimiter.length;
+    if ((raw[after] === 0x0d && raw[after + 1] === 0x0a) || (raw[after] === 0x2d && raw[after + 1] === 0x2d)) return at;
+  }
+  return -1;
+}
+
 /** The `name` of a part from its headers; undefined for a part with no form-data disposition. */
 function fieldName(headers: string): string | undefined {
   for (const line of headers.split('\r\n')) {
@@ -74,7 +87,7 @@ export function scanMultipart(raw: Buffer, boundary: string): MultipartFields {
     if (headersStop < 0 || headersStop - afterDelimiter > maxPartHeaderBytes) throw invalidForm('a part has no end to its headers');
     const headersStart = Math.min(afterDelimiter + 2, headersStop);
     const contentStart = headersStop + 4;
-    const next = raw.indexOf(nextDelimiter, contentStart);
+    const next = nextDelimiterAt(raw, nextDelimiter, contentStart);
     if (next < 0) throw invalidForm('a part is not closed by a boundary');
     const name = fieldName(raw.toString('latin1', headersStart, headersStop));
     if (name !== undefined && name.toLowerCase() === 'model') {

@@ -157,3 +157,52 @@ describe('UsageReader memory', () => {
     expect(reader.read()).toEqual({ promptTokens: 4, completionTokens: 2 });
   });
 });
+
+describe('UsageReader in the other protocols', () => {
+  const readAs = (format: 'responses' | 'anthropic' | 'llama' | 'none', stream: boolean, ...chunks: string[]) => {
+    const reader = new UsageReader(stream, format);
+    for (const chunk of chunks) reader.push(Buffer.from(chunk));
+    return reader.read();
+  };
+
+  it('reads the Responses API usage of a JSON answer and of response.completed', () => {
+    expect(readAs('responses', false, '{"id":"r","usage":{"input_tokens":5,"output_tokens":9,"total_tokens":14}}')).toEqual({
+      promptTokens: 5,
+      completionTokens: 9,
+    });
+    const completed = `event: response.completed\ndata: {"type":"response.completed","response":{"output":[{"content":[{"text":"${'x'.repeat(40_000)}"}]}],"usage":{"input_tokens":5,"output_tokens":9}}}\n\n`;
+    // A completed event longer than the tail window is found by its counts at its end.
+    const events = [
+      'event: response.created\ndata: {"type":"response.created","response":{"usage":null}}\n\n',
+      completed.slice(0, 20_000),
+      completed.slice(20_000),
+    ];
+    expect(readAs('responses', true, ...events)).toEqual({ promptTokens: 5, completionTokens: 9 });
+  });
+
+  it('reads Anthropic input tokens from message_start and output tokens from the last message_delta', () => {
+    const start = 'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":12,"output_tokens":1}}}\n\n';
+    const deltas = Array.from(
+      { length: 40 },
+      (_, i) => `event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"type":"text_delta","text":"${'w'.repeat(500)} ${i}"}}\n\n`,
+    );
+    const end = 'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":41}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n';
+    expect(readAs('anthropic', true, start, ...deltas, end)).toEqual({ promptTokens: 12, completionTokens: 41 });
+    expect(readAs('anthropic', false, '{"type":"message","usage":{"input_tokens":3,"output_tokens":4}}')).toEqual({ promptTokens: 3, completionTokens: 4 });
+    expect(readAs('anthropic', false, '{"input_tokens":17}')).toEqual({ promptTokens: 17, completionTokens: null });
+  });
+
+  it("reads llama.cpp's tokens_evaluated and tokens_predicted, and not counts quoted inside a text", () => {
+    const text = 'data: {"content":"the field \\"tokens_predicted\\": 999 is mine","stop":false}\n\n';
+    expect(readAs('llama', true, text, 'data: {"content":"","stop":true,"tokens_evaluated":8,"tokens_predicted":3}\n\n')).toEqual({
+      promptTokens: 8,
+      completionTokens: 3,
+    });
+    expect(readAs('llama', true, text)).toEqual({ promptTokens: null, completionTokens: null });
+    expect(readAs('llama', false, '{"content":"x","tokens_evaluated":8,"tokens_predicted":3}')).toEqual({ promptTokens: 8, completionTokens: 3 });
+  });
+
+  it('reads nothing of an answer without usage (audio, images)', () => {
+    expect(readAs('none', false, 'ID3\u0004binary')).toEqual({ promptTokens: null, completionTokens: null });
+  });
+});
