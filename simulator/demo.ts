@@ -77,6 +77,11 @@ function printTryLines(gateway: string, fleet: Record<string, FakeProvider>, con
   out('Try (gpu-b fails ~30% of the time: watch x-boo-attempts and x-boo-candidate):');
   out(`  curl -si ${gateway}/v1/chat/completions ${json} -d ${ask('')}`);
   out(`  curl -sN ${gateway}/v1/chat/completions ${json} -d ${ask(',"stream":true')}`);
+  out(`  curl -sN ${gateway}/v1/responses ${json} -d '{"model":"auto:chat","input":"Say hello","stream":true}'`);
+  out(
+    `  curl -sN ${gateway}/v1/messages ${json} -H 'x-api-key: unused' -d '{"model":"auto:chat","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'`,
+  );
+  out(`  curl -s ${gateway}/completion ${json} -d '{"model":"auto:chat","prompt":"int main(","n_predict":16}'`);
   out(`  curl -s ${gateway}/v1/models`);
   out(`  curl -s ${gateway}/upstream/auto:chat/props`);
   out(`  curl -s ${gateway}/admin/candidates`);
