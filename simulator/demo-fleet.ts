@@ -14,9 +14,10 @@ function flakyReply(request: { body: unknown }): Reply {
   if (roll < 0.21) return { kind: 'reset' };
   if (roll < 0.3) return { kind: 'closeBeforeFirstChunk' };
   const stream = (request.body as { stream?: unknown } | undefined)?.stream === true;
-  return stream
-    ? { kind: 'stream', chunks: 12, firstChunkDelayMs: 300, chunkDelayMs: 150 }
-    : { kind: 'ok', delayMs: 400, content: 'gpu-b took its time, but here is the answer.' };
+  if (!stream) return { kind: 'ok', delayMs: 400, content: 'gpu-b took its time, but here is the answer.' };
+  // A GPU that runs out of memory mid-answer now and then: the gateway resumes the stream elsewhere.
+  if (roll < 0.5) return { kind: 'stream', chunks: 12, firstChunkDelayMs: 300, chunkDelayMs: 150, breakAfter: 4 + Math.floor(Math.random() * 6) };
+  return { kind: 'stream', chunks: 12, firstChunkDelayMs: 300, chunkDelayMs: 150 };
 }
 
 const fleetSpecs: Record<string, FakeProviderOptions & { port: number }> = {

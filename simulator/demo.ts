@@ -74,7 +74,8 @@ function printTryLines(gateway: string, fleet: Record<string, FakeProvider>, con
   out(`  config          ${configPath}`);
   out(`  data            ${dataDir}`);
   out();
-  out('Try (gpu-b fails ~30% of the time: watch x-boo-attempts and x-boo-candidate):');
+  out('Try (gpu-b fails ~30% of the time: watch x-boo-attempts and x-boo-candidate;');
+  out(' a fifth of its streams die mid-answer and go on from gpu-a: the answer reads whole):');
   out(`  curl -si ${gateway}/v1/chat/completions ${json} -d ${ask('')}`);
   out(`  curl -sN ${gateway}/v1/chat/completions ${json} -d ${ask(',"stream":true')}`);
   out(`  curl -sN ${gateway}/v1/responses ${json} -d '{"model":"auto:chat","input":"Say hello","stream":true}'`);

@@ -35,6 +35,8 @@ export type Reply =
   | { kind: 'slowHeaders'; delayMs: number }
   /** Sends 200 and the headers (SSE or JSON, per the request), then destroys the socket before any body byte. */
   | { kind: 'closeBeforeFirstChunk' }
+  /** Sends 200, its whole length and half of a JSON answer, then destroys the socket (a host dying mid-answer). */
+  | { kind: 'breakMidBody' }
   | {
       kind: 'stream';
       /** Content chunks, each with delta content `tok<i> ` (i from 0). */
@@ -49,6 +51,8 @@ export type Reply =
       breakMidEvent?: boolean;
       /** Pad each content chunk's text to at least this many bytes (to fill socket buffers quickly). */
       chunkBytes?: number;
+      /** Chat: the first chunk starts a tool call (a `tool_calls` delta) instead of text. */
+      toolCallFirst?: boolean;
       /** Stop sending after this many content chunks but keep the socket open. */
       stallAfter?: number;
       /** Sent in the final chunk; default `{ prompt_tokens: 7, completion_tokens: chunks }`; null omits it. */
@@ -249,6 +253,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       chunkDelayMs?: number | undefined;
       breakAfter?: number | undefined;
       breakMidEvent?: boolean | undefined;
+      toolCallFirst?: boolean | undefined;
       stallAfter?: number | undefined;
       usage: Usage | null;
       headers?: Record<string, string> | undefined;
@@ -266,7 +271,8 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
       }
       if (plan.stallAfter === i) return;
       if (!(await sleep(i === 0 ? plan.firstChunkDelayMs : plan.chunkDelayMs, exchange.signal))) return;
-      write(exchange, (i === 0 ? events.start() : '') + events.piece(pieces[i] ?? '', i));
+      const piece = i === 0 && plan.toolCallFirst ? events.toolCall() : events.piece(pieces[i] ?? '', i);
+      write(exchange, (i === 0 ? events.start() : '') + piece);
       await drained(exchange);
       if (exchange.signal.aborted) return;
     }
@@ -299,6 +305,13 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
         else sendJson(exchange, reply.status, responseBody, reply.headers);
         return;
       }
+      case 'breakMidBody': {
+        const answer = jsonAnswer(endpoint, { id: `${name}-${++idCounter}`, model, created, content: `hello from ${name}`, usage: null, body, name });
+        const text = Buffer.from(answer.body);
+        exchange.res.writeHead(200, { 'content-type': answer.contentType, 'content-length': String(text.length) });
+        write(exchange, text.subarray(0, Math.floor(text.length / 2)).toString('latin1'));
+        return cut(exchange);
+      }
       case 'closeBeforeFirstChunk':
         if (isStream) startSse(exchange);
         else {
@@ -317,6 +330,7 @@ export async function startFakeProvider(options: FakeProviderOptions = {}): Prom
             chunkDelayMs: reply.chunkDelayMs,
             breakAfter: reply.breakAfter,
             breakMidEvent: reply.breakMidEvent,
+            toolCallFirst: reply.toolCallFirst,
             stallAfter: reply.stallAfter,
             usage: reply.usage === undefined ? { prompt_tokens: 7, completion_tokens: reply.chunks } : reply.usage,
           },

@@ -72,6 +72,8 @@ const sse = (data: unknown, event?: string) => `${event ? `event: ${event}\n` : 
 export interface StreamEvents {
   start(): string;
   piece(text: string, index: number): string;
+  /** A chunk that starts a tool call (chat); a plain piece elsewhere. */
+  toolCall(): string;
   end(content: string, usage: Usage | null): string;
 }
 
@@ -86,6 +88,7 @@ export function streamEvents(endpoint: SimulatedEndpoint, id: string, model: str
     case 'infill':
       return {
         start: () => '',
+        toolCall: () => sse({ content: '', stop: false, id_slot: 0, tokens: [] }),
         piece: (text) => sse({ content: text, stop: false, id_slot: 0, tokens: [] }),
         end: (_content, usage) =>
           sse({
@@ -102,9 +105,18 @@ export function streamEvents(endpoint: SimulatedEndpoint, id: string, model: str
         endpoint === 'completions'
           ? { index: 0, text, finish_reason: null, logprobs: null }
           : { index: 0, delta: first ? { role: 'assistant', content: text } : { content: text }, finish_reason: null };
+      const toolCall = { index: 0, id: `call_${id}`, type: 'function', function: { name: 'lookup', arguments: '' } };
       return {
         start: () => '',
         piece: (text, index) => sse({ id, object, created, model, choices: [choice(text, index === 0)] }),
+        toolCall: () =>
+          sse({
+            id,
+            object,
+            created,
+            model,
+            choices: [{ index: 0, delta: { role: 'assistant', content: null, tool_calls: [toolCall] }, finish_reason: null }],
+          }),
         end: (_content, usage) => {
           const final =
             endpoint === 'completions' ? { index: 0, text: '', finish_reason: 'stop', logprobs: null } : { index: 0, delta: {}, finish_reason: 'stop' };
@@ -153,6 +165,7 @@ function responsesStream(id: string, model: string, created: number): StreamEven
       event('response.output_item.added', { output_index: 0, item: { id: item.id, type: 'message', status: 'in_progress', role: 'assistant', content: [] } }) +
       event('response.content_part.added', { item_id: item.id, output_index: 0, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } }),
     piece: (text) => event('response.output_text.delta', { item_id: item.id, output_index: 0, content_index: 0, delta: text }),
+    toolCall: () => event('response.output_text.delta', { item_id: item.id, output_index: 0, content_index: 0, delta: '' }),
     end: (content, usage) =>
       event('response.output_text.done', { item_id: item.id, output_index: 0, content_index: 0, text: content }) +
       event('response.content_part.done', {
@@ -185,6 +198,7 @@ function messagesStream(id: string, model: string): StreamEvents {
         'message_start',
       ) + sse({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }, 'content_block_start'),
     piece: (text) => sse({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }, 'content_block_delta'),
+    toolCall: () => sse({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: '' } }, 'content_block_delta'),
     end: (_content, usage) =>
       sse({ type: 'content_block_stop', index: 0 }, 'content_block_stop') +
       sse(

@@ -15,6 +15,8 @@ export interface ProviderConfig {
   readonly timeouts: Timeouts;
   readonly maxConnections: number;
   readonly models: readonly string[];
+  /** How it is asked to continue a chat answer (see `providers.<name>.continuation`). */
+  readonly continuation: 'prefill' | 'continue_final_message' | 'none';
 }
 
 export interface CandidateRef {
@@ -32,6 +34,8 @@ export interface VirtualModelConfig {
   readonly strategy: Strategy;
   readonly preferLoaded: boolean;
   readonly candidates: readonly CandidateRef[];
+  /** Continuations of a stream broken after its first byte (0: never). */
+  readonly maxResumes: number;
 }
 
 export interface Config {
@@ -150,6 +154,7 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
       },
       maxConnections: provider.maxConnections,
       models: provider.models,
+      continuation: provider.continuation ?? (provider.type === 'llama-swap' ? 'prefill' : 'none'),
     };
   }
 
@@ -162,7 +167,13 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
       const { provider, model } = splitCandidateId(target)!;
       return { id: target, provider, model, weight };
     });
-    virtualModels[name] = { name, strategy: virtualModel.strategy, preferLoaded: virtualModel.preferLoaded, candidates };
+    virtualModels[name] = {
+      name,
+      strategy: virtualModel.strategy,
+      preferLoaded: virtualModel.preferLoaded,
+      candidates,
+      maxResumes: virtualModel.resume.maxResumes,
+    };
   }
   if (problems.length > 0) throw new ConfigError(source, problems);
 

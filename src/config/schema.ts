@@ -47,6 +47,13 @@ const providerSchema = z.strictObject({
   maxConnections: z.number().int().positive().default(128),
   /** Models served, in addition to those discovered from the provider's /v1/models. */
   models: z.array(z.string().min(1)).default([]),
+  /**
+   * How this provider is asked to continue a chat answer another one began (resume): `prefill`
+   * (a final assistant message is continued, as llama.cpp's server does), `continue_final_message`
+   * (vLLM, SGLang: that flag and `add_generation_prompt: false`), or `none` (it cannot; it is
+   * skipped for chat resumes). Default: `prefill` on llama-swap, `none` otherwise.
+   */
+  continuation: z.enum(['prefill', 'continue_final_message', 'none']).optional(),
 });
 
 const candidateSchema = z.union([z.string(), z.strictObject({ target: z.string(), weight: z.number().positive().default(1) })]);
@@ -55,6 +62,11 @@ const virtualModelSchema = z.strictObject({
   strategy: z.enum(['priority', 'round-robin', 'weighted', 'least-latency']).default('priority'),
   preferLoaded: z.boolean().default(true),
   candidates: z.array(candidateSchema).min(1, 'needs at least one candidate'),
+  /**
+   * A chat or completions stream that breaks after its first byte continues on the next
+   * candidate, up to this many times, the text already delivered given to it to continue from.
+   */
+  resume: z.strictObject({ maxResumes: z.number().int().min(0).max(10).default(0) }).prefault({}),
 });
 
 export const configFileSchema = z.strictObject({
@@ -104,6 +116,16 @@ export const configFileSchema = z.strictObject({
        * before the gateway gives up on it: recorded as client_closed, never held against the upstream.
        */
       clientWriteTimeoutMs: positiveMs.default(120_000),
+      /**
+       * An answer that is not a stream is held until its end, up to this size, before it goes to
+       * the client: one that breaks before its end fails over as one that broke before its first
+       * byte. A longer one is relayed as it comes (0: never held).
+       */
+      holdAnswerBytes: z
+        .number()
+        .int()
+        .min(0)
+        .default(4 * 1024 * 1024),
       /** Deepest nesting of objects and arrays in a request body; deeper bodies get 400 json_too_deep. */
       maxJsonDepth: z.number().int().min(2).max(1_000).default(64),
     })

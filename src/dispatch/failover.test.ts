@@ -313,7 +313,7 @@ describe('Failover.serve', () => {
     expect(t.events[0]).toMatchObject({ status: 'stream_error', error: expect.stringMatching(/upstream broke after the first byte/) });
   });
 
-  it('destroys a JSON answer cut short after its first byte: a broken connection tells the client', async () => {
+  it('fails over from a JSON answer cut short before its end: it was held, nothing reached the client', async () => {
     const t = setUp();
     t.upstreams.a.script((request) =>
       request
@@ -322,8 +322,10 @@ describe('Failover.serve', () => {
         .data('{"id":')
         .fail(reset),
     );
+    t.upstreams.b.script(ok());
     const { res } = await t.serve();
-    expect(res.destroyed).toBe(true);
-    expect(t.events[0]).toMatchObject({ status: 'stream_error', chosen_provider_id: 'a' });
+    expect(res.statusCode).toBe(200);
+    expect(t.events[0]).toMatchObject({ status: 'dispatched', chosen_provider_id: 'b', candidates_tried: ['a/m1', 'b/m2'] });
+    expect(t.events[0]!.attempts[0]).toMatchObject({ outcome: 'broken_before_end', http_status: 200 });
   });
 });

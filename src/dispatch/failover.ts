@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { BreakerRegistry } from '../breakers/breaker-registry.js';
-import type { Config } from '../config/load.js';
+import type { Config, ProviderConfig } from '../config/load.js';
 import { AllCandidatesFailedError, NoHealthyCandidateError } from '../errors.js';
 import type { Endpoint } from '../protocols/endpoints.js';
 import { streamErrorEvent } from '../protocols/error-bodies.js';
@@ -20,7 +20,9 @@ import { ClientWriteTimeoutError } from '../upstream/attempt-clock.js';
 import { AttemptFailedError, ClientClosedError, sendAttempt, type ClientConnection, type CommittableResponse } from '../upstream/send-attempt.js';
 import type { UpstreamPools } from '../upstream/upstream-pools.js';
 import { upstreamPath } from '../upstream/upstream-path.js';
+import { continuationBody } from './continuation.js';
 import type { RequestBody } from './request-body.js';
+import { ResumableStream } from './resumable-stream.js';
 import { UsageReader, type Usage } from './usage-reader.js';
 
 /** A parsed dispatch request, as the route hands it over. */
@@ -102,29 +104,68 @@ export class Failover {
    * (model not found, no candidate, all failed); the error middleware answers it.
    */
   async serve(request: DispatchRequest, res: ServerResponse): Promise<void> {
-    const { metrics, breakers, fleet, pools } = this.deps;
-    const config = this.deps.config();
+    const { metrics } = this.deps;
     const resolution = this.deps.planner.resolve(request.model);
     const label = resolution.virtualModel?.name ?? directModelLabel;
     const { targets, panic } = this.deps.planner.plan(resolution, request.requiredContext);
-    const createdAt = isoNow();
-    const attempts: Attempt[] = [];
+    const dispatch: Dispatch = { request, createdAt: isoNow(), resolution, label, attempts: [], lastProblem: 'no candidate could be tried', resumes: 0 };
     if (targets.length === 0) {
-      this.publish(request, createdAt, resolution, label, attempts, 'no_candidates', 'no healthy candidate');
+      this.publish(dispatch, 'no_candidates', 'no healthy candidate');
       throw new NoHealthyCandidateError(request.model);
     }
     if (panic) request.logger.warn({ model: label }, 'every candidate is open or cooling down; trying them anyway');
-
-    const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId, request.forwarded, request.contentType);
-    let lastProblem = 'no candidate could be tried';
     metrics.overheadOf('pre_upstream').observe((performance.now() - request.receivedAt) / 1000);
 
-    for (const target of targets) {
-      if (request.client.gone) break;
+    const found = await this.attemptInOrder(dispatch, targets, 0, (target) => request.body.withModel(target.model), panic, 'ok');
+    if (found === undefined) {
+      if (request.client.gone) {
+        this.publish(dispatch, 'client_closed', 'client closed the connection before an answer');
+        return;
+      }
+      this.publish(dispatch, 'failed', dispatch.lastProblem);
+      throw new AllCandidatesFailedError(request.model, dispatch.attempts);
+    }
+    const { answer, target } = found;
+    const upstreamIsStream = String(answer.headers['content-type'] ?? '').startsWith('text/event-stream');
+    this.writeHead(request, res, answer, target, dispatch.attempts.length, upstreamIsStream);
+    const relayed = this.resumable(request, resolution, answer, upstreamIsStream)
+      ? await this.relayResumable(dispatch, res, found, targets)
+      : await this.relay(request, res, answer, target, upstreamIsStream);
+    const status = answer.status >= 400 && relayed.status === 'dispatched' ? 'client_error' : relayed.status;
+    this.publish(dispatch, status, relayed.error, {
+      provider: relayed.servedBy.provider,
+      model: relayed.servedBy.model,
+      ttfbMs: answer.ttfbMs,
+      usage: relayed.usage,
+    });
+  }
+
+  /**
+   * Sends the request to the targets from index `from` on, in order, until one answers: the last
+   * moment at which another can still be tried. Each attempt is recorded (`outcome` names the
+   * one that answers: `ok`, or `resumed` for a continuation). `bodyFor` gives what a target is
+   * sent; undefined skips it. Undefined when none answered or the client left.
+   */
+  private async attemptInOrder(
+    dispatch: Dispatch,
+    targets: readonly CandidateView[],
+    from: number,
+    bodyFor: (target: CandidateView, provider: ProviderConfig) => Buffer | undefined,
+    panic: boolean,
+    outcomeOfAnswer: 'ok' | 'resumed',
+  ): Promise<Found | undefined> {
+    const { metrics, breakers, fleet, pools } = this.deps;
+    const config = this.deps.config();
+    const { request, attempts } = dispatch;
+    const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId, request.forwarded, request.contentType);
+    for (let index = from; index < targets.length; index++) {
+      const target = targets[index]!;
+      if (request.client.gone) return undefined;
       const provider = config.providers[target.provider];
       if (!provider) continue;
+      const body = bodyFor(target, provider);
+      if (body === undefined) continue;
       const headers = provider.apiKey ? { ...baseHeaders, authorization: `Bearer ${provider.apiKey}` } : baseHeaders;
-      const body = request.body.withModel(target.model);
       const sentAt = performance.now();
       let answer: CommittableResponse;
       try {
@@ -139,6 +180,7 @@ export class Failover {
               body,
               timeouts: provider.timeouts,
               clientWriteTimeoutMs: config.limits.clientWriteTimeoutMs,
+              holdAnswerBytes: config.limits.holdAnswerBytes,
               client: request.client,
               now: Date.now,
             }),
@@ -149,36 +191,41 @@ export class Failover {
         const failure = err instanceof AttemptFailedError ? err : new AttemptFailedError('connect_error', errorMessage(err), { cause: err });
         attempts.push({ candidate: target.id, outcome: failure.outcome, http_status: failure.httpStatus, ms: Math.round(performance.now() - sentAt) });
         metrics.attemptsOf(target.id, target.provider, failure.outcome).inc();
-        if (failure.outcome === 'client_closed') break;
+        if (failure.outcome === 'client_closed') return undefined;
         if (failure.retryAfterUntil !== undefined) fleet.coolDown(target.id, failure.retryAfterUntil);
-        lastProblem = `${target.id}: ${failure.message}`;
+        dispatch.lastProblem = `${target.id}: ${failure.message}`;
         fleet.candidate(target.id).lastError = failure.message;
         request.logger.info({ candidate: target.id, outcome: failure.outcome, status: failure.httpStatus }, 'upstream attempt failed');
         continue;
       }
-      const outcome = answer.status >= 400 ? 'client_error' : 'ok';
+      const outcome = answer.status >= 400 ? 'client_error' : outcomeOfAnswer;
       attempts.push({ candidate: target.id, outcome, http_status: answer.status, ms: answer.ttfbMs });
       metrics.attemptsOf(target.id, target.provider, outcome).inc();
       metrics.ttfbOf(target.id).observe(answer.ttfbMs / 1000);
       fleet.recordLatency(target.id, answer.ttfbMs);
-      if (provider.type === 'llama-swap' && outcome === 'ok') fleet.markLoaded(provider.name, target.model);
-      const relayed = await this.relay(request, res, answer, target, attempts.length);
-      const status = outcome === 'client_error' && relayed.status === 'dispatched' ? 'client_error' : relayed.status;
-      this.publish(request, createdAt, resolution, label, attempts, status, relayed.error, {
-        provider: target.provider,
-        model: target.model,
-        ttfbMs: answer.ttfbMs,
-        usage: relayed.usage,
-      });
-      return;
+      if (provider.type === 'llama-swap' && outcome !== 'client_error') fleet.markLoaded(provider.name, target.model);
+      return { answer, target, index };
     }
+    return undefined;
+  }
 
-    if (request.client.gone) {
-      this.publish(request, createdAt, resolution, label, attempts, 'client_closed', 'client closed the connection before an answer');
-      return;
-    }
-    this.publish(request, createdAt, resolution, label, attempts, 'failed', lastProblem);
-    throw new AllCandidatesFailedError(request.model, attempts);
+  /** The status line and headers of the committed answer, sent with its first chunk when it has one. */
+  private writeHead(
+    request: DispatchRequest,
+    res: ServerResponse,
+    answer: CommittableResponse,
+    target: CandidateView,
+    attemptCount: number,
+    upstreamIsStream: boolean,
+  ): void {
+    const headers = downstreamResponseHeaders(answer.headers);
+    headers['x-request-id'] = request.requestId;
+    headers['x-boo-candidate'] = target.id;
+    headers['x-boo-attempts'] = String(attemptCount);
+    res.writeHead(answer.status, headers);
+    // A stream's head goes out at once, but with its first chunk when there is one: one write
+    // and one segment to the client instead of two (the chunk is already here: nothing waits).
+    if (upstreamIsStream && !answer.firstChunk) res.flushHeaders();
   }
 
   /** Writes the committed answer to the client with backpressure; never throws. */
@@ -187,23 +234,14 @@ export class Failover {
     res: ServerResponse,
     answer: CommittableResponse,
     target: CandidateView,
-    attemptCount: number,
-  ): Promise<{ status: DispatchStatus; error: string | null; usage: Usage }> {
-    const upstreamIsStream = String(answer.headers['content-type'] ?? '').startsWith('text/event-stream');
+    upstreamIsStream: boolean,
+  ): Promise<Relayed> {
     const usage = new UsageReader(upstreamIsStream, request.endpoint.usage);
-    const headers = downstreamResponseHeaders(answer.headers);
-    headers['x-request-id'] = request.requestId;
-    headers['x-boo-candidate'] = target.id;
-    headers['x-boo-attempts'] = String(attemptCount);
-    let status: DispatchStatus = 'dispatched';
-    let error: string | null = null;
     let last = answer.firstChunk ?? undefined;
     let previous: Buffer | undefined;
+    let status: DispatchStatus = 'dispatched';
+    let error: string | null = null;
     try {
-      res.writeHead(answer.status, headers);
-      // A stream's head goes out at once, but with its first chunk when there is one: one write
-      // and one segment to the client instead of two (the chunk is already here: nothing waits).
-      if (upstreamIsStream && !answer.firstChunk) res.flushHeaders();
       if (answer.firstChunk) {
         usage.push(answer.firstChunk);
         // A JSON answer that arrived whole goes out with its head in one write, not two.
@@ -218,33 +256,136 @@ export class Failover {
       });
       if (!res.writableEnded) res.end();
     } catch (err: unknown) {
-      const reason = answer.abortReason();
-      if (request.client.gone || reason instanceof ClientClosedError) {
-        status = 'client_closed';
-        error = 'client closed the connection during the answer';
-      } else if (reason instanceof ClientWriteTimeoutError) {
-        // The client is there but does not read: nothing more can reach it.
-        status = 'client_closed';
-        error = reason.message;
-        res.destroy();
-      } else {
-        status = 'stream_error';
-        error = reason instanceof Error ? reason.message : `upstream broke after the first byte: ${errorMessage(err)}`;
-        request.logger.warn({ candidate: target.id, err: error }, 'upstream failed after the commit');
-        if (upstreamIsStream && !res.destroyed) {
-          // The client learns which candidate failed and how, not the transport's own words.
-          const told = reason instanceof Error ? `${target.id}: ${reason.message}` : `${target.id} broke off its answer`;
-          res.end(sseEventBoundary(last, previous) + streamErrorEvent(request.endpoint, told));
-        } else {
-          // A JSON answer cut short cannot be repaired: a broken connection tells the client so.
-          res.destroy();
-        }
+      ({ status, error } = this.brokenOff(request, res, answer, target, err));
+      if (status === 'stream_error') {
+        if (upstreamIsStream && !res.destroyed) res.end(sseEventBoundary(last, previous) + streamErrorEvent(request.endpoint, this.toldOf(answer, target)));
+        // A JSON answer cut short cannot be repaired: a broken connection tells the client so.
+        else res.destroy();
       }
-      answer.abort(new Error(error));
     } finally {
       answer.finish();
     }
-    return { status, error, usage: usage.read() };
+    return { status, error, usage: usage.read(), servedBy: target };
+  }
+
+  /** Resume is on for the virtual model, and this is a chat or completions stream that is answering. */
+  private resumable(request: DispatchRequest, resolution: Resolution, answer: CommittableResponse, upstreamIsStream: boolean): boolean {
+    const route = request.endpoint.route;
+    return (
+      (resolution.virtualModel?.maxResumes ?? 0) > 0 &&
+      request.stream &&
+      upstreamIsStream &&
+      answer.status < 300 &&
+      (route === 'chat_completions' || route === 'completions')
+    );
+  }
+
+  /**
+   * Relays a stream that may be resumed (docs/architecture.md, "Resuming a broken stream"): when
+   * it breaks or goes idle after the commit, with plain text so far and resumes left, the next
+   * candidates are asked to continue from the text delivered, and the first that answers is
+   * relayed into the same client stream. Otherwise it ends as any broken stream does.
+   */
+  private async relayResumable(dispatch: Dispatch, res: ServerResponse, first: Found, targets: readonly CandidateView[]): Promise<Relayed> {
+    const { request, resolution, label } = dispatch;
+    const { metrics } = this.deps;
+    const kind = request.endpoint.route === 'chat_completions' ? 'chat' : 'completions';
+    const stream = new ResumableStream(res, kind);
+    const maxResumes = resolution.virtualModel?.maxResumes ?? 0;
+    let current = first;
+    for (;;) {
+      const { answer, target } = current;
+      const usage = new UsageReader(true, request.endpoint.usage);
+      let broke: { status: DispatchStatus; error: string | null } | undefined;
+      try {
+        if (answer.firstChunk) {
+          usage.push(answer.firstChunk);
+          stream.write(answer.firstChunk);
+        }
+        await answer.relayRest(stream, (chunk) => usage.push(chunk));
+      } catch (err: unknown) {
+        broke = this.brokenOff(request, res, answer, target, err);
+      } finally {
+        answer.finish();
+      }
+      if (broke === undefined) {
+        if (!res.writableEnded) res.end();
+        return { status: 'dispatched', error: null, usage: usage.read(), servedBy: target };
+      }
+      if (broke.status !== 'stream_error') return { ...broke, usage: usage.read(), servedBy: target };
+      if (dispatch.resumes >= maxResumes || !stream.resumable) {
+        metrics.resumesOf(label, stream.resumable ? 'exhausted' : 'not_resumable').inc();
+        return this.endBroken(request, res, stream, answer, target, broke, usage);
+      }
+      stream.continueHere();
+      const delivered = { text: stream.deliveredText(), events: stream.deliveredEvents };
+      const next = await this.attemptInOrder(
+        dispatch,
+        targets,
+        current.index + 1,
+        (candidate, provider) => continuationBody(request.body.raw, kind, provider, candidate.model, delivered),
+        false,
+        'resumed',
+      );
+      if (next === undefined) {
+        metrics.resumesOf(label, 'failed').inc();
+        return this.endBroken(request, res, stream, answer, target, broke, usage);
+      }
+      dispatch.resumes++;
+      metrics.resumesOf(label, 'resumed').inc();
+      request.logger.info({ from: target.id, to: next.target.id, delivered: delivered.text.length }, 'stream resumed on another candidate');
+      current = next;
+    }
+  }
+
+  /** Ends a stream that could not be resumed as any broken stream ends: with the endpoint's error event. */
+  private endBroken(
+    request: DispatchRequest,
+    res: ServerResponse,
+    stream: ResumableStream,
+    answer: CommittableResponse,
+    target: CandidateView,
+    broke: { status: DispatchStatus; error: string | null },
+    usage: UsageReader,
+  ): Relayed {
+    stream.continueHere();
+    // The stream relays whole events only: nothing unfinished stands before the error event.
+    if (!res.destroyed) res.end(streamErrorEvent(request.endpoint, this.toldOf(answer, target)));
+    return { ...broke, usage: usage.read(), servedBy: target };
+  }
+
+  /** What happened when a relay threw: the client left or stopped reading, or the upstream broke off. Aborts the upstream. */
+  private brokenOff(
+    request: DispatchRequest,
+    res: ServerResponse,
+    answer: CommittableResponse,
+    target: CandidateView,
+    err: unknown,
+  ): { status: DispatchStatus; error: string } {
+    const reason = answer.abortReason();
+    let status: DispatchStatus;
+    let error: string;
+    if (request.client.gone || reason instanceof ClientClosedError) {
+      status = 'client_closed';
+      error = 'client closed the connection during the answer';
+    } else if (reason instanceof ClientWriteTimeoutError) {
+      // The client is there but does not read: nothing more can reach it.
+      status = 'client_closed';
+      error = reason.message;
+      res.destroy();
+    } else {
+      status = 'stream_error';
+      error = reason instanceof Error ? reason.message : `upstream broke after the first byte: ${errorMessage(err)}`;
+      request.logger.warn({ candidate: target.id, err: error }, 'upstream failed after the commit');
+    }
+    answer.abort(new Error(error));
+    return { status, error };
+  }
+
+  /** The client learns which candidate failed and how, not the transport's own words. */
+  private toldOf(answer: CommittableResponse, target: CandidateView): string {
+    const reason = answer.abortReason();
+    return reason instanceof Error ? `${target.id}: ${reason.message}` : `${target.id} broke off its answer`;
   }
 
   /**
@@ -252,17 +393,9 @@ export class Failover {
    * event is one object literal in the table's column order, built once: no spread of defaults
    * and overrides, no copy of the attempts (the dispatch is over; nothing appends to them).
    */
-  private publish(
-    request: DispatchRequest,
-    createdAt: string,
-    resolution: Resolution,
-    label: string,
-    attempts: Attempt[],
-    status: DispatchStatus,
-    error: string | null,
-    served?: Served,
-  ): void {
+  private publish(dispatch: Dispatch, status: DispatchStatus, error: string | null, served?: Served): void {
     const { metrics, sink } = this.deps;
+    const { request, attempts, label, resolution } = dispatch;
     const durationMs = Math.round(performance.now() - request.receivedAt);
     metrics.dispatchesOf(label, status).inc();
     if (attempts.length > 1) metrics.failoversOf(label).inc();
@@ -271,7 +404,7 @@ export class Failover {
     for (let i = 0; i < attempts.length; i++) candidatesTried[i] = attempts[i]!.candidate;
     sink.publish({
       id: randomUuid(),
-      created_at: createdAt,
+      created_at: dispatch.createdAt,
       request_id: request.requestId,
       requested_model: request.model,
       virtual_model: resolution.virtualModel?.name ?? null,
@@ -289,8 +422,36 @@ export class Failover {
       completion_tokens: served?.usage.completionTokens ?? null,
       replica: this.deps.replica,
       endpoint: request.endpoint.path,
+      resumes: dispatch.resumes,
     });
   }
+}
+
+/** One dispatch as it goes: what its event will record. */
+interface Dispatch {
+  readonly request: DispatchRequest;
+  readonly createdAt: string;
+  readonly resolution: Resolution;
+  /** The metrics label of its virtual model. */
+  readonly label: string;
+  readonly attempts: Attempt[];
+  lastProblem: string;
+  resumes: number;
+}
+
+/** A target that answered, and its place in the order. */
+interface Found {
+  readonly answer: CommittableResponse;
+  readonly target: CandidateView;
+  readonly index: number;
+}
+
+/** How a relay ended, and who served its last part. */
+interface Relayed {
+  readonly status: DispatchStatus;
+  readonly error: string | null;
+  readonly usage: Usage;
+  readonly servedBy: CandidateView;
 }
 
 /** What the event records of the candidate that served. */

@@ -36,5 +36,7 @@ export const dispatchEventSchema = z.object({
   replica: z.string().max(200),
   /** The path served; null on events of gateways from before it was recorded. */
   endpoint: z.string().max(100).nullable().default(null),
+  /** Continuations of a stream broken after its first byte, each an attempt with outcome `resumed`. */
+  resumes: z.number().int().nonnegative().default(0),
 });
 export type DispatchEvent = z.infer<typeof dispatchEventSchema>;

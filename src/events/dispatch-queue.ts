@@ -68,6 +68,7 @@ function toRow(e: DispatchEvent): unknown[] {
     e.completion_tokens,
     e.replica,
     e.endpoint,
+    e.resumes,
   ];
 }
 

@@ -32,6 +32,14 @@ export const httpRoutes = [
 ] as const;
 export type HttpRoute = (typeof httpRoutes)[number];
 
+/**
+ * What came of a stream broken after its first byte, on a virtual model with resume on:
+ * `resumed` on another candidate; `failed`, no candidate could continue it; `not_resumable`, a
+ * tool call in progress or more than plain text; `exhausted`, its resumes were spent.
+ */
+export const resumeOutcomes = ['resumed', 'failed', 'not_resumable', 'exhausted'] as const;
+export type ResumeOutcome = (typeof resumeOutcomes)[number];
+
 /** Label value for requests that name no configured virtual model (direct or bare names). */
 export const directModelLabel = 'direct';
 
@@ -159,6 +167,12 @@ export function createGatewayMetrics(register: Registry, config: Config) {
       labelNames: ['virtual_model', 'candidate'] as const,
       registers,
     }),
+    resumes: new BoundCounter({
+      name: 'boo_resumes_total',
+      help: 'Streams broken after their first byte, by virtual model (with resume on) and what came of it',
+      labelNames: ['virtual_model', 'outcome'] as const,
+      registers,
+    }),
   };
 
   // The hot path holds status codes and stream flags as numbers and booleans; labels are strings.
@@ -170,6 +184,7 @@ export function createGatewayMetrics(register: Registry, config: Config) {
     ttfbOf: (candidate: string) => metrics.ttfb.labels(candidate),
     durationOf: (virtualModel: string, stream: boolean) => metrics.duration.labels(virtualModel, String(stream)),
     overheadOf: (phase: 'pre_upstream' | 'relay') => metrics.overhead.labels(phase),
+    resumesOf: (virtualModel: string, outcome: ResumeOutcome) => metrics.resumes.labels(virtualModel, outcome),
   };
 
   const all = { ...metrics, ...bound };
@@ -212,6 +227,7 @@ export function initConfigSeries(metrics: GatewayMetrics, config: Config, previo
     for (const status of dispatchStatuses) metrics.dispatches.labels(virtualModel, status).inc(0);
     metrics.failovers.labels(virtualModel).inc(0);
     for (const stream of ['true', 'false']) metrics.duration.zero({ virtual_model: virtualModel, stream });
+    if ((config.virtualModels[virtualModel]?.maxResumes ?? 0) > 0) for (const outcome of resumeOutcomes) metrics.resumes.labels(virtualModel, outcome).inc(0);
   }
   for (const [candidate, provider] of candidates) {
     if (known.has(candidate)) continue;

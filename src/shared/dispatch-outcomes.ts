@@ -14,6 +14,8 @@ export const attemptOutcomes = [
   'http_5xx',
   'http_retryable',
   'broken_before_first_byte',
+  'broken_before_end',
   'client_closed',
+  'resumed',
 ] as const;
 export type AttemptOutcome = (typeof attemptOutcomes)[number];

@@ -35,6 +35,7 @@ function attempt(overrides: Partial<AttemptRequest> = {}) {
     body: Buffer.from('{"model":"m"}'),
     timeouts,
     clientWriteTimeoutMs: 10_000,
+    holdAnswerBytes: 0,
     client,
     now: Date.now,
     ...overrides,
@@ -220,6 +221,57 @@ describe('sendAttempt', () => {
     };
     const { outcome } = attempt({ pool: pool as unknown as AttemptRequest['pool'] });
     expect(await failureOf(outcome)).toMatchObject({ outcome: 'connect_error', message: 'pool closed' });
+  });
+});
+
+describe('holding an answer that is not a stream until its end', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: startedAt });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('commits a JSON answer only at its end, with the whole body as its first chunk and the time of its first byte', async () => {
+    const { upstream, outcome } = attempt({ holdAnswerBytes: 1024 });
+    upstream.start();
+    vi.advanceTimersByTime(30);
+    upstream.respond(200, { 'content-type': 'application/json' }).data('{"choices":');
+    let settled = false;
+    void outcome.then(() => (settled = true));
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    vi.advanceTimersByTime(5);
+    upstream.data('[]}').end();
+    const answer = await answerOf(outcome);
+    expect(answer.firstChunk?.toString()).toBe('{"choices":[]}');
+    expect(answer.ttfbMs).toBe(30);
+  });
+
+  it('fails over (broken_before_end) when a held answer breaks before its end: nothing reached the client', async () => {
+    const { upstream, outcome } = attempt({ holdAnswerBytes: 1024 });
+    upstream.start().respond(200, { 'content-type': 'application/json' }).data('{"choices":[{"mess');
+    upstream.fail(errorWithCode('other side closed', 'UND_ERR_SOCKET'));
+    const failure = await failureOf(outcome);
+    expect(failure).toMatchObject({ outcome: 'broken_before_end', httpStatus: 200, countsAsBreakerFailure: true });
+  });
+
+  it('commits at the bound an answer longer than it, and relays the rest as it comes', async () => {
+    const { upstream, outcome } = attempt({ holdAnswerBytes: 8 });
+    upstream.start().respond(200, { 'content-type': 'application/json' }).data('12345').data('67890');
+    const answer = await answerOf(outcome);
+    expect(answer.firstChunk?.toString()).toBe('1234567890');
+    const out = new FakeOut();
+    const relayed = answer.relayRest(out.asWritable(), () => undefined);
+    upstream.data('abc').end();
+    await relayed;
+    expect(out.written).toEqual(['abc']);
+  });
+
+  it('never holds a stream: it commits at its first event', async () => {
+    const { upstream, outcome } = attempt({ holdAnswerBytes: 1024 });
+    upstream.start().respond(200, { 'content-type': 'text/event-stream' }).data('data: {}\n\n');
+    expect((await answerOf(outcome)).firstChunk?.toString()).toBe('data: {}\n\n');
   });
 });
 

@@ -1,5 +1,4 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { Writable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Timeouts } from '../config/schema.js';
 import type { AttemptOutcome } from '../shared/dispatch-outcomes.js';
@@ -34,6 +33,17 @@ export class AttemptFailedError extends Error {
   }
 }
 
+/**
+ * Where a committed answer is relayed: the client's response, or something standing between
+ * (a stream relayed event by event). `write` returns false while the client's buffer is full,
+ * and `drain` says when it is not any more.
+ */
+export interface RelayTarget {
+  write(chunk: Buffer): boolean;
+  on(event: 'drain', listener: () => void): unknown;
+  off(event: 'drain', listener: () => void): unknown;
+}
+
 /** An upstream answer that reached its first body byte (or ended cleanly without one). */
 export interface CommittableResponse {
   readonly status: number;
@@ -51,7 +61,7 @@ export interface CommittableResponse {
    * is full), passing each chunk to `observe` first and re-arming the idle timer on every chunk
    * and every drain. Resolves at the body's end; rejects when the upstream breaks or is aborted.
    */
-  relayRest(out: Writable, observe: (chunk: Buffer) => void): Promise<void>;
+  relayRest(out: RelayTarget, observe: (chunk: Buffer) => void): Promise<void>;
   /** Aborts the upstream request; safe to call at any time. */
   abort(reason: Error): void;
   /** Clears the timers; call when the relay ends. */
@@ -75,6 +85,12 @@ export interface AttemptRequest {
   readonly timeouts: Timeouts;
   /** How long the client may leave relayed bytes unread before the exchange is given up as its fault. */
   readonly clientWriteTimeoutMs: number;
+  /**
+   * An answer that is not a stream is held until its end, up to this many bytes, before the
+   * commit: one that breaks before its end then fails over like one that broke before its first
+   * byte. A longer one commits at this size and is relayed as it comes. 0: commit at the first byte.
+   */
+  readonly holdAnswerBytes: number;
   readonly client: ClientConnection;
   readonly now: () => number;
 }
@@ -156,6 +172,9 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
   firstByteAt = 0;
 
   private phase: 'headers' | 'firstByte' | 'committed' | 'discarding' | 'done' = 'headers';
+  /** A whole answer being held before the commit (see `holdAnswerBytes`); undefined when not holding. */
+  private held: Buffer[] | undefined;
+  private heldBytes = 0;
   private controller: Dispatcher.DispatchController | undefined;
   private reason: Error | undefined;
   private readonly clock: AttemptClock;
@@ -165,7 +184,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
   /** Committed, before the relay starts: chunks that arrived, and how the body ended (true, or its error). */
   private pending: Buffer[] | undefined;
   private ending: true | Error | undefined;
-  private relay: { out: Writable; observe: (chunk: Buffer) => void; resolve: () => void; reject: (err: unknown) => void } | undefined;
+  private relay: { out: RelayTarget; observe: (chunk: Buffer) => void; resolve: () => void; reject: (err: unknown) => void } | undefined;
 
   constructor(
     private readonly request: AttemptRequest,
@@ -188,6 +207,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
     this.headers = headers;
     if (!isFailoverStatus(status)) {
       this.phase = 'firstByte';
+      if (this.request.holdAnswerBytes > 0 && !String(headers['content-type'] ?? '').startsWith('text/event-stream')) this.held = [];
       return;
     }
     this.phase = 'discarding';
@@ -203,7 +223,13 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     switch (this.phase) {
       case 'firstByte':
-        this.commit(chunk);
+        if (this.held === undefined) return this.commit(chunk);
+        if (this.heldBytes === 0) this.firstByteArrived();
+        else this.clock.activity();
+        this.held.push(chunk);
+        this.heldBytes += chunk.length;
+        // Too long to hold: committed here, the rest relayed as it comes.
+        if (this.heldBytes > this.request.holdAnswerBytes) this.commit(this.takeHeld());
         return;
       case 'committed':
         this.clock.activity();
@@ -221,7 +247,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
   onResponseEnd(): void {
     switch (this.phase) {
       case 'firstByte':
-        this.commit(null);
+        this.commit(this.held && this.heldBytes > 0 ? this.takeHeld() : null);
         this.end(true);
         return;
       case 'committed':
@@ -243,11 +269,13 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
     if (phase === 'firstByte') {
       const failure = classifyTransportError(error, this.reason);
       if (failure.outcome !== 'connect_error') return this.rejectAttempt(failure);
+      const broken =
+        this.heldBytes > 0
+          ? (['broken_before_end', `after ${this.heldBytes} bytes`] as const)
+          : (['broken_before_first_byte', 'before the first byte'] as const);
+      this.held = undefined;
       this.rejectAttempt(
-        new AttemptFailedError('broken_before_first_byte', `upstream body broke before the first byte: ${errorMessage(error)}`, {
-          httpStatus: this.status,
-          cause: error,
-        }),
+        new AttemptFailedError(broken[0], `upstream body broke ${broken[1]}: ${errorMessage(error)}`, { httpStatus: this.status, cause: error }),
       );
     }
   }
@@ -264,7 +292,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
     else this.onResponseError(undefined, reason);
   }
 
-  relayRest(out: Writable, observe: (chunk: Buffer) => void): Promise<void> {
+  relayRest(out: RelayTarget, observe: (chunk: Buffer) => void): Promise<void> {
     return new Promise((resolve, reject) => {
       this.relay = { out, observe, resolve, reject };
       const pending = this.pending;
@@ -286,10 +314,21 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, CommittableRespons
   private commit(firstChunk: Buffer | null): void {
     this.phase = 'committed';
     this.firstChunk = firstChunk;
+    if (this.heldBytes === 0) this.firstByteArrived();
+    this.resolveAttempt(this);
+  }
+
+  /** The first body byte arrived: time to first byte, and the idle budget starts. */
+  private firstByteArrived(): void {
     this.firstByteAt = performance.now();
     this.ttfbMs = this.request.now() - this.startedAt;
     this.clock.firstByte(this.firstByteAt);
-    this.resolveAttempt(this);
+  }
+
+  private takeHeld(): Buffer {
+    const held = this.held!;
+    this.held = undefined;
+    return held.length === 1 ? held[0]! : Buffer.concat(held, this.heldBytes);
   }
 
   private forward(chunk: Buffer): void {

@@ -33,6 +33,7 @@ const columnsInOrder = [
   'completion_tokens',
   'replica',
   'endpoint',
+  'resumes',
 ];
 
 /** Every migration version shipped, in order. */

@@ -74,7 +74,8 @@ describe('docs/metrics.md metrics table', () => {
       configPath,
       stringifyYaml({
         providers: { p: { baseUrl: 'http://127.0.0.1:9' } },
-        virtualModels: { 'auto:chat': { candidates: ['p/m'] } },
+        // Resume on, so that its series exist from the start too.
+        virtualModels: { 'auto:chat': { candidates: ['p/m'], resume: { maxResumes: 1 } } },
         healthCheck: { intervalMs: 60_000 },
       }),
     );

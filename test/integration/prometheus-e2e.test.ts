@@ -63,7 +63,7 @@ describe('Prometheus over a live gateway and worker', () => {
       providers: { good: { baseUrl: good.url }, bad: { baseUrl: bad.url } },
       virtualModels: {
         // The first candidate always fails: failovers, until its breaker opens (then probes again).
-        'auto:chat': { strategy: 'priority', candidates: ['bad/m1', 'good/m1'] },
+        'auto:chat': { strategy: 'priority', candidates: ['bad/m1', 'good/m1'], resume: { maxResumes: 1 } },
         // A single failing candidate: 502 all_candidates_failed, breaker open.
         'auto:down': { candidates: ['bad/m2'] },
       },

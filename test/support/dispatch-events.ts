@@ -23,6 +23,7 @@ export function makeDispatchEvent(overrides: Partial<DispatchEvent> = {}): Dispa
     completion_tokens: 20,
     replica: 'test',
     endpoint: '/v1/chat/completions',
+    resumes: 0,
     ...overrides,
   };
 }
