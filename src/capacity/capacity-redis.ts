@@ -13,6 +13,8 @@ const commandFiles = {
   acquireSlot: { file: 'acquire-slot.lua' },
   renewSlots: { file: 'renew-slots.lua' },
   releaseSlot: { file: 'release-slot.lua' },
+  takeRate: { file: 'take-rate.lua' },
+  adjustRate: { file: 'adjust-rate.lua' },
 } as const;
 
 export type CapacityCommandName = keyof typeof commandFiles;
