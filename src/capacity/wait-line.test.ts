@@ -82,7 +82,7 @@ describe('WaitLine', () => {
   });
 
   it('refuses a newcomer at once when maxQueued are waiting, with a Retry-After', async () => {
-    const { line } = lineOf({ maxWaitMs: 1_000, maxQueued: 2 });
+    const { line, left } = lineOf({ maxWaitMs: 1_000, maxQueued: 2 });
     const slots = new Slots();
     void line.wait({ source: 'a', attempt: slots.attempt('a1'), dispose: slots.dispose }).catch(() => undefined);
     void line.wait({ source: 'b', attempt: slots.attempt('b1'), dispose: slots.dispose }).catch(() => undefined);
@@ -90,6 +90,7 @@ describe('WaitLine', () => {
     expect(refused).toBeInstanceOf(CapacityExceededError);
     expect(refused).toMatchObject({ status: 429, code: 'capacity_exceeded', refusal: 'rejected', queuedMs: 0, headers: { 'retry-after': '1' } });
     expect(slots.tries).not.toContain('c1');
+    expect(left).toEqual([['rejected', 0]]);
     line.close(new Error('end'));
   });
 

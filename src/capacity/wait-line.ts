@@ -29,8 +29,8 @@ export interface Waited<T> {
   readonly queuedMs: number;
 }
 
-/** How a waiter left the line. */
-export type LeaveOutcome = 'served' | 'queue_timeout' | 'client_closed' | 'failed';
+/** How a waiter left the line; `rejected`: it never entered, the line was full. */
+export type LeaveOutcome = 'served' | 'queue_timeout' | 'rejected' | 'client_closed' | 'failed';
 
 /** What the line reports, for the metrics of its virtual model. */
 export interface LineObserver {
@@ -108,6 +108,7 @@ export class WaitLine<T> {
     const enteredAt = this.#now();
     if (options.signal?.aborted) return Promise.reject(abortReason(options.signal));
     if (this.#queue.size >= settings.maxQueued) {
+      this.#observer?.left('rejected', 0);
       return Promise.reject(new CapacityExceededError(this.name, 'rejected', { queuedMs: 0, retryAfterSeconds: this.#retryAfterSeconds() }));
     }
     return new Promise<Waited<T>>((resolve, reject) => {
