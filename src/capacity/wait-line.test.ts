@@ -108,6 +108,20 @@ describe('WaitLine', () => {
     await expect(second).resolves.toEqual({ value: 'a2', queuedMs: 300 });
   });
 
+  it('counts the wait of a request that comes back to the line from when it first entered', async () => {
+    const { line } = lineOf({ maxWaitMs: 1_000, maxQueued: 10 });
+    const enteredAt = Date.now();
+    await vi.advanceTimersByTimeAsync(600);
+    const back = line.wait({ source: 'a', attempt: () => ({}), dispose: () => undefined, enteredAt }).catch((err: unknown) => err);
+    await vi.advanceTimersByTimeAsync(400);
+    expect(await back).toMatchObject({ refusal: 'queue_timeout', queuedMs: 1_000 });
+    await vi.advanceTimersByTimeAsync(100);
+    await expect(line.wait({ source: 'a', attempt: () => ({ value: 'late' }), dispose: () => undefined, enteredAt })).rejects.toMatchObject({
+      refusal: 'queue_timeout',
+      queuedMs: 1_100,
+    });
+  });
+
   it('takes a waiter whose client disconnects out of line at once, with the signal reason', async () => {
     const { line, depths, left } = lineOf();
     const slots = new Slots();

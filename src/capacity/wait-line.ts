@@ -21,6 +21,12 @@ export interface WaitOptions<T> {
   readonly dispose: (value: T) => void;
   /** The client's: aborting it takes the waiter out of line at once. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * When the request first entered this line (epoch ms), for one that comes back after the
+   * capacity it was given failed it (the candidate answered 429): its deadline and `queuedMs`
+   * count from then. It waits behind the others of its source again. Default: now.
+   */
+  readonly enteredAt?: number | undefined;
 }
 
 export interface Waited<T> {
@@ -105,18 +111,30 @@ export class WaitLine<T> {
    */
   wait(options: WaitOptions<T>): Promise<Waited<T>> {
     const settings = this.#settings();
-    const enteredAt = this.#now();
+    const now = this.#now();
+    const enteredAt = options.enteredAt ?? now;
     if (options.signal?.aborted) return Promise.reject(abortReason(options.signal));
+    if (now - enteredAt >= settings.maxWaitMs) {
+      this.#observer?.left('queue_timeout', now - enteredAt);
+      return Promise.reject(new CapacityExceededError(this.name, 'queue_timeout', { queuedMs: now - enteredAt, retryAfterSeconds: this.#retryAfterSeconds() }));
+    }
     if (this.#queue.size >= settings.maxQueued) {
       this.#observer?.left('rejected', 0);
       return Promise.reject(new CapacityExceededError(this.name, 'rejected', { queuedMs: 0, retryAfterSeconds: this.#retryAfterSeconds() }));
     }
     return new Promise<Waited<T>>((resolve, reject) => {
       const waiter: Waiter<T> = { options, enteredAt, resolve, reject, timer: undefined, onAbort: undefined, gone: false };
-      waiter.timer = setTimeout(() => {
-        const queuedMs = this.#now() - enteredAt;
-        this.#leave(waiter, 'queue_timeout', new CapacityExceededError(this.name, 'queue_timeout', { queuedMs, retryAfterSeconds: this.#retryAfterSeconds() }));
-      }, settings.maxWaitMs);
+      waiter.timer = setTimeout(
+        () => {
+          const queuedMs = this.#now() - enteredAt;
+          this.#leave(
+            waiter,
+            'queue_timeout',
+            new CapacityExceededError(this.name, 'queue_timeout', { queuedMs, retryAfterSeconds: this.#retryAfterSeconds() }),
+          );
+        },
+        enteredAt + settings.maxWaitMs - now,
+      );
       if (options.signal) {
         const signal = options.signal;
         waiter.onAbort = () => this.#leave(waiter, 'client_closed', abortReason(signal));
