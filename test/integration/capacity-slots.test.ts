@@ -99,6 +99,46 @@ describe('SlotPool over Redis (several replicas in one process, real Redis)', ()
     expect(peak).toBe(2);
   }, 30_000);
 
+  it('gives a slot freed on one replica to a waiter on another at once', async () => {
+    const [a, b] = await Promise.all([replica(), replica()]);
+    const held = await take(a, bm);
+    let servedAt = 0;
+    const waiting = take(b, bm).then((slot) => {
+      servedAt = performance.now();
+      return slot;
+    });
+    await sleep(300);
+    expect(servedAt).toBe(0);
+    const releasedAt = performance.now();
+    held.release();
+    (await waiting).release();
+    expect(servedAt - releasedAt).toBeLessThan(100);
+  });
+
+  it('shares a busy candidate between the lines of two replicas instead of letting one keep it', async () => {
+    const [a, b] = await Promise.all([replica(), replica()]);
+    const served = new Map<Replica, number>([
+      [a, 0],
+      [b, 0],
+    ]);
+    const until = performance.now() + 1_500;
+    // Three clients on each replica, each request holding b/m's only slot for 5 ms.
+    await Promise.all(
+      [a, a, a, b, b, b].map(async (at) => {
+        while (performance.now() < until) {
+          const slot = await take(at, bm);
+          await sleep(5);
+          slot.release();
+          served.set(at, served.get(at)! + 1);
+        }
+      }),
+    );
+    const total = served.get(a)! + served.get(b)!;
+    if (process.env.TEST_VERBOSE) console.log({ a: served.get(a), b: served.get(b) });
+    expect(total).toBeGreaterThan(50);
+    expect(Math.min(served.get(a)!, served.get(b)!) / total).toBeGreaterThan(0.3);
+  });
+
   it('reuses a freed lease for the same replica’s next request without a round trip to Redis', async () => {
     const one = await replica();
     for (let i = 0; i < 50; i++) {
