@@ -20,8 +20,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/migrations ./migrations
-# The breaker store's Lua scripts: tsc emits no .lua into dist/, and the code finds them here.
+# The Lua scripts of the breaker and capacity stores: tsc emits no .lua into dist/, and the code finds them here.
 COPY --from=build /app/src/breakers/commands ./src/breakers/commands
+COPY --from=build /app/src/capacity/commands ./src/capacity/commands
 COPY config ./config
 RUN mkdir -p /app/data && chown node:node /app/data
 USER node

@@ -85,6 +85,18 @@ const layers = {
     '**/events/**',
     '**/dispatch-log/**',
   ],
+  // Capacity (slots, lines, rate limits) sits below dispatch and beside breakers: it is told what to hold, never how a request is sent.
+  'src/capacity/**': [
+    '**/upstream/**',
+    '**/routing/**',
+    '**/breakers/**',
+    '**/fleet/**',
+    '**/dispatch/**',
+    '**/http/**',
+    '**/events/**',
+    '**/dispatch-log/**',
+    '**/metrics/**',
+  ],
   'src/dispatch/**': ['**/http/**'],
   'workers/**': ['**/src/http/**', '**/src/dispatch/**', '**/src/upstream/**', '**/src/routing/**', '**/src/breakers/**', '**/src/fleet/**'],
 };

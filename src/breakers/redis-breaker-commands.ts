@@ -1,7 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
+import { defineLuaCommands, findCommandsDirectory, type LuaCommandsClient } from '../shared/lua-commands.js';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /**
  * The Lua scripts of the Redis breaker state store, one file each in `commands/` with a header
@@ -21,41 +21,14 @@ const commandFiles = {
 export type BreakerCommandName = keyof typeof commandFiles;
 
 /** A client with the scripts defined: each takes its KEYS, then its ARGV, as its file's header lists them. */
-export type BreakerCommandsClient = Redis & { [name in BreakerCommandName]: (...keysThenArgs: Array<string | number>) => Promise<unknown> };
+export type BreakerCommandsClient = LuaCommandsClient<BreakerCommandName>;
 
-/**
- * The `src/breakers/commands/` folder of the package, found by walking up from `from` to the
- * package root: the same code runs from `src/` (tsx, vitest) and from `dist/src/` (built), and
- * tsc copies no `.lua` file into `dist/`.
- */
+/** The `src/breakers/commands/` folder of the package (see {@link findCommandsDirectory}). */
 export function findBreakerCommandsDirectory(from: string = dirname(fileURLToPath(import.meta.url))): string {
-  for (let dir = from; ; dir = dirname(dir)) {
-    const candidate = join(dir, 'src', 'breakers', 'commands');
-    if (existsSync(join(dir, 'package.json')) && existsSync(candidate)) return candidate;
-    if (dirname(dir) === dir) throw new Error(`no src/breakers/commands/ folder found above ${from}`);
-  }
+  return findCommandsDirectory('src/breakers/commands', from);
 }
 
-let scripts: ReadonlyMap<BreakerCommandName, { lua: string; numberOfKeys: number }> | undefined;
-
-/** Reads the scripts once per process. @throws when a file is missing: the store cannot work without it. */
-function readScripts(): ReadonlyMap<BreakerCommandName, { lua: string; numberOfKeys: number }> {
-  if (scripts) return scripts;
-  const directory = findBreakerCommandsDirectory();
-  const read = new Map<BreakerCommandName, { lua: string; numberOfKeys: number }>();
-  for (const [name, { file, numberOfKeys }] of Object.entries(commandFiles) as Array<[BreakerCommandName, (typeof commandFiles)[BreakerCommandName]]>) {
-    read.set(name, { lua: readFileSync(join(directory, file), 'utf8'), numberOfKeys });
-  }
-  scripts = read;
-  return read;
-}
-
-/**
- * Defines the scripts on a client with `defineCommand`: ioredis sends each script's body once per
- * connection, then only its SHA (EVALSHA), and sends the body again when Redis answers NOSCRIPT
- * (a restarted Redis has lost its script cache).
- */
+/** Defines the breaker scripts on a client (see {@link defineLuaCommands}). @throws when a file is missing */
 export function defineBreakerCommands(redis: Redis): BreakerCommandsClient {
-  for (const [name, definition] of readScripts()) redis.defineCommand(name, definition);
-  return redis as BreakerCommandsClient;
+  return defineLuaCommands(redis, findBreakerCommandsDirectory(), commandFiles);
 }

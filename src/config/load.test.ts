@@ -61,6 +61,100 @@ describe('buildConfig', () => {
     expect(problemsOf({ providers: {}, auth: { apiKeys: ['plaintext-key'] } })).toEqual(['auth.apiKeys[0]: must be the sha256 of a key, 64 hex digits']);
   });
 
+  it('reads maxInFlight of providers and candidates, and a candidate keeps its limit in every virtual model listing it', () => {
+    const config = buildConfig(
+      {
+        providers: { a: { baseUrl: 'http://h:1', maxInFlight: 4 }, b: { baseUrl: 'http://h:2' } },
+        virtualModels: { v: { candidates: [{ target: 'a/m', maxInFlight: 2 }, 'b/m'] }, w: { candidates: ['a/m'] } },
+      },
+      'x',
+      {},
+    );
+    expect(config.providers.a!.maxInFlight).toBe(4);
+    expect(config.providers.b!.maxInFlight).toBeUndefined();
+    expect(config.candidateMaxInFlight).toEqual({ 'a/m': 2 });
+  });
+
+  it('refuses two different maxInFlight for one candidate, and a limit below 1', () => {
+    expect(
+      problemsOf({
+        providers: { a: { baseUrl: 'http://h:1', maxInFlight: 0 } },
+        virtualModels: { v: { candidates: [{ target: 'a/m', maxInFlight: 2 }] }, w: { candidates: [{ target: 'a/m', maxInFlight: 3 }] } },
+      }),
+    ).toEqual(['providers.a.maxInFlight: must be at least 1']);
+    expect(
+      problemsOf({
+        providers: { a: { baseUrl: 'http://h:1' } },
+        virtualModels: { v: { candidates: [{ target: 'a/m', maxInFlight: 2 }] }, w: { candidates: [{ target: 'a/m', maxInFlight: 3 }] } },
+      }),
+    ).toEqual([
+      'virtualModels.w.candidates[0].maxInFlight: a/m already has maxInFlight 2 at virtualModels.v.candidates[0].maxInFlight; a candidate has one limit',
+    ]);
+  });
+
+  it('fills the defaults of a line and leaves it off when absent', () => {
+    const config = buildConfig(
+      { providers: { a: { baseUrl: 'http://h:1' } }, virtualModels: { v: { candidates: ['a/m'], queue: { maxWaitMs: 5000 } }, w: { candidates: ['a/m'] } } },
+      'x',
+      {},
+    );
+    expect(config.virtualModels.v!.queue).toEqual({ maxWaitMs: 5000, maxQueued: 100 });
+    expect(config.virtualModels.w!.queue).toBeUndefined();
+    expect(
+      problemsOf({ providers: { a: { baseUrl: 'http://h:1' } }, virtualModels: { v: { candidates: ['a/m'], queue: { maxQueued: 0, wait: 1 } } } }),
+    ).toEqual(['virtualModels.v.queue.maxQueued: Too small: expected number to be >=1', expect.stringMatching(/^virtualModels\.v\.queue: .*"wait"/)]);
+  });
+
+  it('takes plain and named API keys alike, in order, with the limits of the named ones', () => {
+    const plain = 'a'.repeat(64);
+    const named = 'B'.repeat(64);
+    const config = buildConfig(
+      { providers: {}, auth: { apiKeys: [plain, { sha256: named, name: 'boochat', requestsPerMinute: 60 }, { sha256: 'c'.repeat(64), name: 'ci' }] } },
+      'x',
+      {},
+    );
+    expect(config.clientKeys.map((key) => [key.digest.toString('hex'), key.name, key.limits])).toEqual([
+      [plain, undefined, undefined],
+      ['b'.repeat(64), 'boochat', { requestsPerMinute: 60, tokensPerMinute: undefined }],
+      ['c'.repeat(64), 'ci', undefined],
+    ]);
+    expect(config.apiKeyDigests.map((digest) => digest.toString('hex'))).toEqual([plain, 'b'.repeat(64), 'c'.repeat(64)]);
+  });
+
+  it('refuses key names that repeat or could not be a label, and names the key', () => {
+    const key = (n: number) => String(n).repeat(64);
+    expect(
+      problemsOf({
+        providers: {},
+        auth: { apiKeys: [{ sha256: key(1), name: 'app' }, { sha256: key(2), name: 'app' }, { sha256: key(3), name: 'bad name' }, 42, { sha256: key(4) }] },
+      }),
+    ).toEqual([
+      expect.stringMatching(/^auth\.apiKeys\[2\]\.name: use 1 to 64 letters/),
+      'auth.apiKeys[3]: must be the sha256 of a key (64 hex digits) or { sha256, name, requestsPerMinute?, tokensPerMinute? }',
+      'auth.apiKeys[4]: must be the sha256 of a key (64 hex digits) or { sha256, name, requestsPerMinute?, tokensPerMinute? }',
+    ]);
+    expect(
+      problemsOf({
+        providers: {},
+        auth: {
+          apiKeys: [
+            { sha256: key(1), name: 'app' },
+            { sha256: key(2), name: 'app' },
+          ],
+        },
+      }),
+    ).toEqual(['auth.apiKeys[1].name: "app" is already the name of auth.apiKeys[0]']);
+  });
+
+  it('reads rate limits per source and refuses one that limits nothing', () => {
+    const config = buildConfig({ providers: {}, limits: { sources: { boochat: { requestsPerMinute: 600, tokensPerMinute: 100000 } } } }, 'x', {});
+    expect(config.limits.sources).toEqual({ boochat: { requestsPerMinute: 600, tokensPerMinute: 100000 } });
+    expect(problemsOf({ providers: {}, limits: { sources: { batch: {}, 'bad source': { requestsPerMinute: 1 } } } })).toEqual([
+      'limits.sources.batch: set requestsPerMinute, tokensPerMinute or both',
+      expect.stringMatching(/^limits\.sources\.bad source: use 1 to 64 letters/),
+    ]);
+  });
+
   it('refuses a candidate listed twice', () => {
     expect(problemsOf({ providers: { a: { baseUrl: 'http://h:1' } }, virtualModels: { v: { candidates: ['a/m', 'a/m'] } } })).toEqual([
       'virtualModels.v.candidates[1]: "a/m" is listed twice',

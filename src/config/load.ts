@@ -17,6 +17,8 @@ export interface ProviderConfig {
   readonly models: readonly string[];
   /** How it is asked to continue a chat answer (see `providers.<name>.continuation`). */
   readonly continuation: 'prefill' | 'continue_final_message' | 'none';
+  /** Requests in flight to this provider across the cluster; undefined: unbounded. */
+  readonly maxInFlight: number | undefined;
 }
 
 export interface CandidateRef {
@@ -29,6 +31,23 @@ export interface CandidateRef {
 
 export type Strategy = ConfigFile['virtualModels'][string]['strategy'];
 
+/** The line of a virtual model: how long a request may wait for capacity, and how many may wait at once. */
+export type QueueSettings = NonNullable<ConfigFile['virtualModels'][string]['queue']>;
+
+/** Per-minute allowances of a client key or a source; undefined: that dimension is not limited. */
+export interface RateLimits {
+  readonly requestsPerMinute: number | undefined;
+  readonly tokensPerMinute: number | undefined;
+}
+
+/** One entry of `auth.apiKeys`. */
+export interface ClientKey {
+  readonly digest: Buffer;
+  /** Undefined for a plain sha256 entry: such a key has no name and no limits. */
+  readonly name: string | undefined;
+  readonly limits: RateLimits | undefined;
+}
+
 export interface VirtualModelConfig {
   readonly name: string;
   readonly strategy: Strategy;
@@ -36,6 +55,8 @@ export interface VirtualModelConfig {
   readonly candidates: readonly CandidateRef[];
   /** Continuations of a stream broken after its first byte (0: never). */
   readonly maxResumes: number;
+  /** Undefined: no line; a request no candidate can take at once fails as before. */
+  readonly queue: QueueSettings | undefined;
 }
 
 export interface Config {
@@ -50,6 +71,13 @@ export interface Config {
   readonly apiKeyDigests: readonly Buffer[];
   /** sha256 digests of the keys that may read /admin/*. */
   readonly adminKeyDigests: readonly Buffer[];
+  /** `auth.apiKeys` in order, with their names and limits; `apiKeyDigests` starts with their digests, in the same order. */
+  readonly clientKeys: readonly ClientKey[];
+  /**
+   * `maxInFlight` of each candidate that has one, by `provider/model`: the limit belongs to the
+   * candidate, so it also holds for a direct request to it and in every virtual model listing it.
+   */
+  readonly candidateMaxInFlight: Readonly<Record<string, number>>;
   /** Peers whose forwarding headers are believed (see `trustedProxies`); undefined when none is. */
   readonly trustedProxies: BlockList | undefined;
   readonly limits: ConfigFile['limits'];
@@ -155,14 +183,27 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
       maxConnections: provider.maxConnections,
       models: provider.models,
       continuation: provider.continuation ?? (provider.type === 'llama-swap' ? 'prefill' : 'none'),
+      maxInFlight: provider.maxInFlight,
     };
   }
 
   const virtualModels: Record<string, VirtualModelConfig> = {};
+  const candidateMaxInFlight: Record<string, number> = {};
+  const limitSetAt = new Map<string, string>();
   for (const [name, virtualModel] of Object.entries(file.virtualModels)) {
-    const candidates = virtualModel.candidates.map((candidate) => {
+    const candidates = virtualModel.candidates.map((candidate, index) => {
       const target = typeof candidate === 'string' ? candidate : candidate.target;
       const weight = typeof candidate === 'string' ? 1 : candidate.weight;
+      if (typeof candidate !== 'string' && candidate.maxInFlight !== undefined) {
+        const at = `virtualModels.${name}.candidates[${index}].maxInFlight`;
+        const earlier = candidateMaxInFlight[target];
+        if (earlier !== undefined && earlier !== candidate.maxInFlight) {
+          problems.push(`${at}: ${target} already has maxInFlight ${earlier} at ${limitSetAt.get(target)}; a candidate has one limit`);
+        } else {
+          candidateMaxInFlight[target] = candidate.maxInFlight;
+          limitSetAt.set(target, at);
+        }
+      }
       // checkCandidates already proved the id splits.
       const { provider, model } = splitCandidateId(target)!;
       return { id: target, provider, model, weight };
@@ -173,9 +214,22 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
       preferLoaded: virtualModel.preferLoaded,
       candidates,
       maxResumes: virtualModel.resume.maxResumes,
+      queue: virtualModel.queue,
     };
   }
   if (problems.length > 0) throw new ConfigError(source, problems);
+  const clientKeys: ClientKey[] = file.auth.apiKeys.map((entry) =>
+    typeof entry === 'string'
+      ? { digest: digestOfHex(entry), name: undefined, limits: undefined }
+      : {
+          digest: digestOfHex(entry.sha256),
+          name: entry.name,
+          limits:
+            entry.requestsPerMinute === undefined && entry.tokensPerMinute === undefined
+              ? undefined
+              : { requestsPerMinute: entry.requestsPerMinute, tokensPerMinute: entry.tokensPerMinute },
+        },
+  );
 
   return deepFreeze({
     path: source,
@@ -185,8 +239,10 @@ export function buildConfig(document: unknown, source: string, env: NodeJS.Proce
     timeouts: file.timeouts,
     breaker: file.breaker,
     healthCheck: file.healthCheck,
-    apiKeyDigests: [...file.auth.apiKeys, ...file.auth.adminKeys].map(digestOfHex),
+    apiKeyDigests: [...clientKeys.map((key) => key.digest), ...file.auth.adminKeys.map(digestOfHex)],
     adminKeyDigests: file.auth.adminKeys.map(digestOfHex),
+    clientKeys,
+    candidateMaxInFlight,
     trustedProxies: file.trustedProxies.length > 0 ? blockListOf(file.trustedProxies) : undefined,
     limits: file.limits,
     shutdown: file.shutdown,

@@ -5,6 +5,43 @@ const positiveMs = z.number().int().positive();
 
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/i, 'must be the sha256 of a key, 64 hex digits');
 
+/**
+ * Requests in flight at once to a provider or a candidate, across every replica. A bound of what
+ * the hardware takes, so at least 1 and a plain integer.
+ */
+const maxInFlight = z.number().int().min(1, 'must be at least 1');
+
+/**
+ * A name that becomes a metric label value and a log column (`key_name`, a source): short, and
+ * of a charset no exposition or log format has to escape.
+ */
+const labelSafePattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+const labelSafeMessage = 'use 1 to 64 letters, digits, ".", "_", ":" and "-", starting with a letter or digit';
+const labelSafeName = z.string().regex(labelSafePattern, labelSafeMessage);
+
+/** Per-minute allowances of a key or a source; at least one of the two. */
+const rateLimits = z
+  .strictObject({
+    requestsPerMinute: z.number().int().min(1).optional(),
+    /** Prompt plus completion tokens: estimated at admission, corrected by the usage the upstream reports. */
+    tokensPerMinute: z.number().int().min(1).optional(),
+  })
+  .refine((limits) => limits.requestsPerMinute !== undefined || limits.tokensPerMinute !== undefined, 'set requestsPerMinute, tokensPerMinute or both');
+
+/** An accepted client key: its sha256 alone, or with a name (recorded, never the key) and optional rate limits. */
+const apiKeyEntry = z.union(
+  [
+    sha256Hex,
+    z.strictObject({
+      sha256: sha256Hex,
+      name: labelSafeName,
+      requestsPerMinute: z.number().int().min(1).optional(),
+      tokensPerMinute: z.number().int().min(1).optional(),
+    }),
+  ],
+  { error: 'must be the sha256 of a key (64 hex digits) or { sha256, name, requestsPerMinute?, tokensPerMinute? }' },
+);
+
 /** An IPv4/IPv6 address, or a subnet of either in CIDR notation. */
 const addressOrSubnet = z.string().refine((value) => {
   const [address, prefix, ...rest] = value.split('/');
@@ -54,9 +91,19 @@ const providerSchema = z.strictObject({
    * skipped for chat resumes). Default: `prefill` on llama-swap, `none` otherwise.
    */
   continuation: z.enum(['prefill', 'continue_final_message', 'none']).optional(),
+  /** Requests in flight to this provider at once, whichever of its models, across the cluster. */
+  maxInFlight: maxInFlight.optional(),
 });
 
-const candidateSchema = z.union([z.string(), z.strictObject({ target: z.string(), weight: z.number().positive().default(1) })]);
+const candidateSchema = z.union([
+  z.string(),
+  z.strictObject({
+    target: z.string(),
+    weight: z.number().positive().default(1),
+    /** Requests in flight to this candidate at once, across the cluster; it belongs to the candidate wherever it is used. */
+    maxInFlight: maxInFlight.optional(),
+  }),
+]);
 
 const virtualModelSchema = z.strictObject({
   strategy: z.enum(['priority', 'round-robin', 'weighted', 'least-latency']).default('priority'),
@@ -67,6 +114,15 @@ const virtualModelSchema = z.strictObject({
    * candidate, up to this many times, the text already delivered given to it to continue from.
    */
   resume: z.strictObject({ maxResumes: z.number().int().min(0).max(10).default(0) }).prefault({}),
+  /** Absent: no line; a request that no candidate can take now fails as before. */
+  queue: z
+    .strictObject({
+      /** Longest wait in line; then 429 capacity_exceeded (status queue_timeout). */
+      maxWaitMs: positiveMs.default(30_000),
+      /** Requests waiting at once on each replica; one more gets 429 capacity_exceeded at once (status rejected). */
+      maxQueued: z.number().int().min(1).default(100),
+    })
+    .optional(),
 });
 
 export const configFileSchema = z.strictObject({
@@ -95,9 +151,19 @@ export const configFileSchema = z.strictObject({
     .prefault({}),
   auth: z
     .strictObject({
-      apiKeys: z.array(sha256Hex).default([]),
+      apiKeys: z.array(apiKeyEntry).default([]),
       /** Keys that may also read /admin/*; accepted wherever a client key is. */
       adminKeys: z.array(sha256Hex).default([]),
+    })
+    .superRefine((auth, context) => {
+      // A name identifies a key in metrics, logs and its rate limit: two keys may not share one.
+      const firstWith = new Map<string, number>();
+      auth.apiKeys.forEach((entry, index) => {
+        if (typeof entry === 'string') return;
+        const first = firstWith.get(entry.name);
+        if (first === undefined) firstWith.set(entry.name, index);
+        else context.addIssue({ code: 'custom', path: ['apiKeys', index, 'name'], message: `"${entry.name}" is already the name of auth.apiKeys[${first}]` });
+      });
     })
     .prefault({}),
   limits: z
@@ -128,6 +194,15 @@ export const configFileSchema = z.strictObject({
         .default(4 * 1024 * 1024),
       /** Deepest nesting of objects and arrays in a request body; deeper bodies get 400 json_too_deep. */
       maxJsonDepth: z.number().int().min(2).max(1_000).default(64),
+      /** Rate limits per `X-Boo-Source` value, shared by every replica; sources not listed are not limited. */
+      sources: z
+        .record(z.string(), rateLimits)
+        // Checked here rather than as the record's key schema, whose own message zod replaces with "Invalid key in record".
+        .superRefine((sources, context) => {
+          for (const name of Object.keys(sources))
+            if (!labelSafePattern.test(name)) context.addIssue({ code: 'custom', path: [name], message: labelSafeMessage });
+        })
+        .default({}),
     })
     .prefault({}),
   shutdown: z

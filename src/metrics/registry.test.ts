@@ -63,6 +63,42 @@ describe('createGatewayMetrics', () => {
   });
 });
 
+describe('capacity metrics', () => {
+  it('exist at 0 from the start for every virtual model, candidate and limited key or source, and only for those', async () => {
+    const limited = buildConfig(
+      {
+        providers: { a: { baseUrl: 'http://127.0.0.1:1', maxInFlight: 4 } },
+        virtualModels: { 'auto:chat': { candidates: [{ target: 'a/m1', maxInFlight: 2 }], queue: { maxWaitMs: 1000 } }, 'auto:embed': { candidates: ['a/e'] } },
+        auth: { apiKeys: ['0'.repeat(64), { sha256: '1'.repeat(64), name: 'boochat', requestsPerMinute: 60 }, { sha256: '2'.repeat(64), name: 'unlimited' }] },
+        limits: { sources: { batch: { tokensPerMinute: 1000 } } },
+      },
+      'test',
+      {},
+    );
+    const register = createMetricsRegistry('r1');
+    createGatewayMetrics(register, limited);
+    const all: Sample[] = [];
+    for (const line of (await register.metrics()).split('\n')) {
+      const match = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
+      if (!match) continue;
+      const labels = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((pair) => [pair[1], pair[2]]));
+      delete labels['replica'];
+      all.push({ name: match[1]!, labels, value: match[3]! });
+    }
+    const series = (name: string) => find(all, name, {}).map((sample) => `${Object.values(sample.labels).join(' ')} = ${sample.value}`);
+    expect(series('boo_queue_depth')).toEqual(['auto:chat = 0', 'auto:embed = 0']);
+    expect(series('boo_queue_wait_seconds_count')).toEqual(['auto:chat = 0', 'auto:embed = 0']);
+    expect(series('boo_capacity_rejections_total').sort()).toEqual([
+      'auto:chat queue_timeout = 0',
+      'auto:chat rejected = 0',
+      'auto:embed queue_timeout = 0',
+      'auto:embed rejected = 0',
+    ]);
+    expect(series('boo_slots_in_use').sort()).toEqual(['a/e = 0', 'a/m1 = 0']);
+    expect(series('boo_rate_limit_rejections_total').sort()).toEqual(['key boochat requests = 0', 'source batch tokens = 0']);
+  });
+});
+
 describe('initConfigSeries on a reload', () => {
   it('adds series for new label values without resetting what existing ones hold, and drops removed candidates from the map', async () => {
     const register = createMetricsRegistry('r1');

@@ -45,6 +45,9 @@ export const directModelLabel = 'direct';
 
 export const breakerStateValue = { closed: 0, halfOpen: 1, open: 2 } as const;
 
+export const capacityRejectionReasons = ['queue_timeout', 'rejected'] as const;
+export type CapacityRejectionReason = (typeof capacityRejectionReasons)[number];
+
 export function createMetricsRegistry(replica: string): Registry {
   const register = new Registry();
   register.setDefaultLabels({ replica });
@@ -160,6 +163,37 @@ export function createGatewayMetrics(register: Registry, config: Config) {
       help: 'Embedded mode: 1 while the embedded store (PGlite, in a thread of its own) is open; it opens with the first event and closes when idle',
       registers,
     }),
+    queueDepth: new Gauge({
+      name: 'boo_queue_depth',
+      help: 'Requests waiting in the line of a virtual model on this replica (virtualModels.<name>.queue)',
+      labelNames: ['virtual_model'] as const,
+      registers,
+    }),
+    queueWait: new BoundHistogram({
+      name: 'boo_queue_wait_seconds',
+      help: 'Time a request waited in line before a candidate took it',
+      labelNames: ['virtual_model'] as const,
+      buckets: llmLatencyBuckets,
+      registers,
+    }),
+    capacityRejections: new BoundCounter({
+      name: 'boo_capacity_rejections_total',
+      help: 'Requests refused 429 capacity_exceeded: the line was full (rejected) or its maxWaitMs passed (queue_timeout)',
+      labelNames: ['virtual_model', 'reason'] as const,
+      registers,
+    }),
+    slotsInUse: new Gauge({
+      name: 'boo_slots_in_use',
+      help: "Requests of this replica holding a slot of the candidate (its or its provider's maxInFlight)",
+      labelNames: ['candidate'] as const,
+      registers,
+    }),
+    rateLimitRejections: new BoundCounter({
+      name: 'boo_rate_limit_rejections_total',
+      help: 'Requests refused 429 rate_limit_exceeded, by the limit that refused them: a key (by name) or a source, requests or tokens',
+      labelNames: ['scope', 'name', 'dimension'] as const,
+      registers,
+    }),
     // Joins breaker state (per candidate) to virtual models in PromQL, for "all candidates open" alerts.
     virtualModelCandidates: new Gauge({
       name: 'boo_virtual_model_candidate_info',
@@ -185,6 +219,10 @@ export function createGatewayMetrics(register: Registry, config: Config) {
     durationOf: (virtualModel: string, stream: boolean) => metrics.duration.labels(virtualModel, String(stream)),
     overheadOf: (phase: 'pre_upstream' | 'relay') => metrics.overhead.labels(phase),
     resumesOf: (virtualModel: string, outcome: ResumeOutcome) => metrics.resumes.labels(virtualModel, outcome),
+    queueWaitOf: (virtualModel: string) => metrics.queueWait.labels(virtualModel),
+    capacityRejectionsOf: (virtualModel: string, reason: CapacityRejectionReason) => metrics.capacityRejections.labels(virtualModel, reason),
+    rateLimitRejectionsOf: (scope: 'key' | 'source', name: string, dimension: 'requests' | 'tokens') =>
+      metrics.rateLimitRejections.labels(scope, name, dimension),
   };
 
   const all = { ...metrics, ...bound };
@@ -199,6 +237,18 @@ function candidatesOf(config: Config): Map<string, string> {
     for (const candidate of virtualModel.candidates) candidates.set(candidate.id, candidate.provider);
   }
   return candidates;
+}
+
+/** Every limit of the config that can refuse a request: (scope, name, dimension). */
+function rateLimitSeries(config: Config): Array<['key' | 'source', string, 'requests' | 'tokens']> {
+  const series: Array<['key' | 'source', string, 'requests' | 'tokens']> = [];
+  const add = (scope: 'key' | 'source', name: string, limits: { requestsPerMinute?: number | undefined; tokensPerMinute?: number | undefined }) => {
+    if (limits.requestsPerMinute !== undefined) series.push([scope, name, 'requests']);
+    if (limits.tokensPerMinute !== undefined) series.push([scope, name, 'tokens']);
+  };
+  for (const key of config.clientKeys) if (key.name !== undefined && key.limits) add('key', key.name, key.limits);
+  for (const [source, limits] of Object.entries(config.limits.sources)) add('source', source, limits);
+  return series;
 }
 
 /**
@@ -228,9 +278,16 @@ export function initConfigSeries(metrics: GatewayMetrics, config: Config, previo
     metrics.failovers.labels(virtualModel).inc(0);
     for (const stream of ['true', 'false']) metrics.duration.zero({ virtual_model: virtualModel, stream });
     if ((config.virtualModels[virtualModel]?.maxResumes ?? 0) > 0) for (const outcome of resumeOutcomes) metrics.resumes.labels(virtualModel, outcome).inc(0);
+    if (virtualModel === directModelLabel) continue;
+    // Every virtual model, with a line or not: a line added by a reload then has its series already.
+    metrics.queueDepth.labels(virtualModel).set(0);
+    metrics.queueWait.zero({ virtual_model: virtualModel });
+    for (const reason of capacityRejectionReasons) metrics.capacityRejections.labels(virtualModel, reason).inc(0);
   }
+  for (const [scope, name, dimension] of rateLimitSeries(config)) metrics.rateLimitRejections.labels(scope, name, dimension).inc(0);
   for (const [candidate, provider] of candidates) {
     if (known.has(candidate)) continue;
+    metrics.slotsInUse.labels(candidate).set(0);
     for (const outcome of attemptOutcomes) metrics.attempts.labels(candidate, provider, outcome).inc(0);
     metrics.ttfb.zero({ candidate });
     metrics.breakerState.labels(candidate).set(breakerStateValue.closed);

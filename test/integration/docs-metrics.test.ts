@@ -73,10 +73,13 @@ describe('docs/metrics.md metrics table', () => {
     await writeFile(
       configPath,
       stringifyYaml({
-        providers: { p: { baseUrl: 'http://127.0.0.1:9' } },
-        // Resume on, so that its series exist from the start too.
-        virtualModels: { 'auto:chat': { candidates: ['p/m'], resume: { maxResumes: 1 } } },
+        providers: { p: { baseUrl: 'http://127.0.0.1:9', maxInFlight: 4 } },
+        // Resume and a line on, so that their series exist from the start too.
+        virtualModels: { 'auto:chat': { candidates: [{ target: 'p/m', maxInFlight: 2 }], queue: { maxWaitMs: 1_000 }, resume: { maxResumes: 1 } } },
         healthCheck: { intervalMs: 60_000 },
+        // Limits bring the series of their rejections.
+        auth: { apiKeys: [{ sha256: '0'.repeat(64), name: 'app', requestsPerMinute: 60 }] },
+        limits: { sources: { batch: { tokensPerMinute: 1_000 } } },
       }),
     );
     const env = { BOO_CONFIG: configPath, REDIS_URL: redisUrl, DATABASE_URL: database.url, BOO_QUEUE: queue, BOO_DATA_DIR: join(dir, 'data') };
