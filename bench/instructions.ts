@@ -118,7 +118,10 @@ async function main(): Promise<void> {
       const redis = await startRedis(pinning, dir);
       store = await prepareEventStore('redis', redis?.url ?? 'redis://127.0.0.1:6379', '');
       const configPath = join(dir, 'gateway.yaml');
-      writeFileSync(configPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex'), testConfig().events.flushMs * valgrindSlowdown));
+      writeFileSync(
+        configPath,
+        gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex'), { eventsFlushMs: testConfig().events.flushMs * valgrindSlowdown }),
+      );
       const env = { BOO_CONFIG: configPath, PORT: '0', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env, ...vgdbEnv };
       const gateway = await startGateway(pinning, join(repoRoot, 'dist', 'src', 'main.js'), env, dir, callgrind('gateway'));
       results.gateway = await count(gateway, join(dir, 'gateway', 'callgrind.out'), headers);

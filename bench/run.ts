@@ -157,6 +157,7 @@ async function main(): Promise<void> {
     targets.push(embedded);
   }
   let gateway: ServerProcess | undefined;
+  let limited: ServerProcess | undefined;
   let store: EventStore | undefined;
   let redis: ServerProcess | undefined;
   if (wanted('gateway')) {
@@ -180,6 +181,27 @@ async function main(): Promise<void> {
       { nodeArgs: profileArgs },
     );
     targets.push(gateway);
+    if (wanted('limited')) {
+      // The same gateway with capacity on: slots, a line and a rate-limited key, never reached.
+      const limitedConfigPath = join(configDir, 'gateway-limited.yaml');
+      writeFileSync(limitedConfigPath, gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex'), { limited: true }));
+      limited = await startGateway(
+        pinning,
+        gatewayScript,
+        {
+          BOO_CONFIG: limitedConfigPath,
+          PORT: '0',
+          HOST: '127.0.0.1',
+          LOG_LEVEL: 'info',
+          BOO_DATA_DIR: join(dir, 'data-limited'),
+          BOO_REPLICA_ID: 'bench-limited',
+          ...store.env,
+        },
+        dir,
+        { nodeArgs: profileArgs, name: 'limited' },
+      );
+      targets.push(limited);
+    }
   }
   for (const target of targets) await sanityCheck(target, headers);
   // The sanity check published two events: measure once the sink has taken them end to end.
@@ -188,7 +210,7 @@ async function main(): Promise<void> {
   /** After each round of a gateway, the events of its requests must be through its sink before its CPU is read. */
   const settleOf = (target: ServerProcess): (() => Promise<void>) | undefined => {
     if (target === embedded) return () => waitForSettled(target.url, 'pglite', 60_000);
-    if (target === gateway && store) return () => waitForSettled(target.url, store!.mode, 60_000);
+    if ((target === gateway || target === limited) && store) return () => waitForSettled(target.url, store!.mode, 60_000);
     return undefined;
   };
 
@@ -227,7 +249,7 @@ async function main(): Promise<void> {
         });
         roundsOf.get(target.name)!.push(result);
         // No worker drains the bench's queue: jobs of one round are dropped before the next.
-        if (target === gateway) await store?.trim();
+        if (target === gateway || target === limited) await store?.trim();
       }
     }
     for (const target of measured) {
@@ -315,6 +337,24 @@ async function main(): Promise<void> {
     target: '≤ 0.3 ms',
     measured: Number.isFinite(addedTtfb) ? `${addedTtfb.toFixed(3)} ms` : '–',
     pass: Number.isFinite(addedTtfb) ? addedTtfb <= 0.3 : undefined,
+  });
+  const limitedJson = row('json c=50', 'limited');
+  const limitedCpuRatio = limitedJson && floorJson ? cpuRatio(rows, limitedJson) : NaN;
+  checks.push({
+    name: 'capacity on: CPU per request (json c=50)',
+    target: '≤ 1.6× floor',
+    measured: Number.isFinite(limitedCpuRatio)
+      ? `${limitedCpuRatio.toFixed(2)}× (${Math.round(limitedJson!.cpuMicrosPerRequest!)} vs ${Math.round(floorJson!.cpuMicrosPerRequest!)} µs)`
+      : '–',
+    pass: Number.isFinite(limitedCpuRatio) ? limitedCpuRatio <= 1.6 : undefined,
+  });
+  const limitedC1 = row('json c=1', 'limited');
+  const capacityAdded = limitedC1 && jsonC1 ? addedMs(rows, limitedC1, 'p50Ms') - addedJson : NaN;
+  checks.push({
+    name: 'capacity on: latency over the same gateway without it, json c=1 (p50)',
+    target: '≤ 0.1 ms',
+    measured: Number.isFinite(capacityAdded) ? `${capacityAdded.toFixed(3)} ms` : '–',
+    pass: Number.isFinite(capacityAdded) ? capacityAdded <= 0.1 : undefined,
   });
   const embeddedJson = row('json c=50', 'embedded');
   const embeddedCpuRatio = embeddedJson && floorJson ? cpuRatio(rows, embeddedJson) : NaN;
@@ -407,6 +447,9 @@ async function main(): Promise<void> {
       gateway:
         'dist/src/main.js (as npm start runs it): auth on (1 key), breakers, metrics, event sink as main.ts composes it, LOG_LEVEL=info, health checks on',
       'event sink': store?.description ?? 'not run',
+      limited: limited
+        ? 'the gateway with capacity on (REDIS_URL as the gateway): maxInFlight on both candidates and providers, a line, the key named with per-minute limits, none ever reached'
+        : 'not run',
       embedded: embedded
         ? 'dist/src/main.js with ./gateway.yaml and ./data of its working directory, no REDIS_URL or DATABASE_URL (a bare npm start): the embedded store in the gateway process'
         : 'not run',

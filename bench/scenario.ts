@@ -23,26 +23,34 @@ export function requestBody(stream: boolean, slow = false): string {
  * valgrind a request takes about 50 times longer, so the bench of instructions stretches the
  * flush delay as much: otherwise jobs would carry a handful of events instead of the
  * `eventsPerJob` they carry at full speed, and the per-job cost would swamp the count.
+ *
+ * `limited`: the same gateway with capacity on (docs/capacity.md): both candidates and their
+ * providers with a `maxInFlight`, a line, and the key named with per-minute limits, all far above
+ * what the bench sends, so that every request pays for its slots and its rate limits and none
+ * is ever refused or made to wait.
  */
-export function gatewayConfig(upstream: string, keyDigest: string, eventsFlushMs?: number): string {
+export function gatewayConfig(upstream: string, keyDigest: string, options: { eventsFlushMs?: number; limited?: boolean } = {}): string {
+  const limited = options.limited === true;
+  const inFlight = limited ? `\n    maxInFlight: 10000` : '';
+  const candidate = (target: string) => (limited ? `{ target: ${target}, maxInFlight: 5000 }` : target);
   return `# written by npm run bench
 providers:
   mock:
     baseUrl: ${upstream}
     type: openai
     # The many-streams run holds 2,000 upstream connections open at once.
-    maxConnections: 4096
+    maxConnections: 4096${inFlight}
   mock-b:
     baseUrl: ${upstream}
-    type: openai
+    type: openai${inFlight}
 virtualModels:
   auto:chat:
     strategy: priority
     candidates:
-      - mock/bench-model
-      - mock-b/bench-model
+      - ${candidate('mock/bench-model')}
+      - ${candidate('mock-b/bench-model')}${limited ? '\n    queue: { maxWaitMs: 30000, maxQueued: 1000 }' : ''}
 auth:
   apiKeys:
-    - ${keyDigest}
-${eventsFlushMs === undefined ? '' : `events:\n  flushMs: ${eventsFlushMs}\n`}`;
+    - ${limited ? `{ sha256: ${keyDigest}, name: bench, requestsPerMinute: 100000000, tokensPerMinute: 1000000000000 }` : keyDigest}
+${options.eventsFlushMs === undefined ? '' : `events:\n  flushMs: ${options.eventsFlushMs}\n`}`;
 }

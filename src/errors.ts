@@ -10,14 +10,27 @@ export class GatewayError extends Error {
   readonly status: number;
   readonly openaiType: OpenAIErrorType;
   readonly param: string | null;
+  /** Headers the error answer carries (`retry-after`, `x-ratelimit-*`); undefined: none. */
+  readonly headers: Readonly<Record<string, string>> | undefined;
 
-  constructor(message: string, options: { code: string; status: number; openaiType: OpenAIErrorType; param?: string | null; cause?: unknown }) {
+  constructor(
+    message: string,
+    options: {
+      code: string;
+      status: number;
+      openaiType: OpenAIErrorType;
+      param?: string | null;
+      headers?: Readonly<Record<string, string>>;
+      cause?: unknown;
+    },
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = options.code;
     this.status = options.status;
     this.openaiType = options.openaiType;
     this.param = options.param ?? null;
+    this.headers = options.headers;
   }
 }
 

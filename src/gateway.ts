@@ -5,6 +5,7 @@ import { BreakerRegistry } from './breakers/breaker-registry.js';
 import type { BreakerStateStore } from './breakers/breaker-state-store.js';
 import { SharedBreakers } from './breakers/shared-breakers.js';
 import type { Config } from './config/load.js';
+import { Capacity } from './capacity/capacity.js';
 import { Failover } from './dispatch/failover.js';
 import { GatewayError, toOpenAIError } from './errors.js';
 import { UpstreamPassthrough } from './dispatch/upstream-passthrough.js';
@@ -34,6 +35,8 @@ export interface GatewayOptions {
   readonly random?: () => number;
   /** Shares breaker state with the other replicas (REDIS_URL); absent, breakers are local to the process. */
   readonly breakerStore?: BreakerStateStore;
+  /** Shares slots and rate limits with the other replicas; absent, each process counts alone (docs/capacity.md). */
+  readonly redisUrl?: string | undefined;
 }
 
 export interface Gateway {
@@ -103,7 +106,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // Before listening: the first request already skips the breakers open elsewhere.
   await shared?.start();
   const planner = new RoutePlanner({ config: getConfig, fleet, breakers, ...(options.random ? { random: options.random } : {}) });
-  const failover = new Failover({ config: getConfig, planner, fleet, breakers, pools, metrics, sink, replica });
+  const capacity = new Capacity({
+    config: getConfig,
+    logger: logger.child({ component: 'capacity' }),
+    redisUrl: options.redisUrl,
+    metrics,
+    // A slot held longer than any request can last is a leak, taken back and logged.
+    slots: { maxHoldMs: config.timeouts.totalMs + config.limits.clientWriteTimeoutMs + 60_000 },
+  });
+  await capacity.start();
+  const failover = new Failover({ config: getConfig, planner, fleet, breakers, pools, metrics, sink, replica, capacity });
   const llamaSwap = new LlamaSwapClient(pools);
   const passthrough = new UpstreamPassthrough({ config: getConfig, fleet, client: llamaSwap, planner, logger });
   const healthChecker = new HealthChecker({ config: getConfig, client: llamaSwap, fleet, metrics, logger });
@@ -170,6 +182,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, timeout)))]);
       clearTimeout(timer);
       server.closeAllConnections();
+      // Waiters still in line get 503; leases and budgets go back for the other replicas.
+      await capacity.close();
       await healthChecker.stop();
       await sink.close();
       await pools.close();

@@ -24,6 +24,7 @@ async function main(): Promise<void> {
     host: env.HOST,
     createSink: (metrics, register) => createEventSink({ env, config, logger, metrics, register }),
     ...(env.REDIS_URL ? { breakerStore: new RedisBreakerStateStore({ url: env.REDIS_URL, logger: logger.child({ component: 'breakers' }) }) } : {}),
+    redisUrl: env.REDIS_URL,
   });
   logger.info({ url: gateway.url, config: path, replica }, 'boo-gateway listening');
 

@@ -13,18 +13,18 @@ export class CapacityExceededError extends GatewayError {
   /** Time spent in line before the refusal (0 for `rejected`). */
   readonly queuedMs: number;
   readonly retryAfterSeconds: number;
-  readonly headers: Readonly<Record<string, string>>;
 
-  constructor(model: string, refusal: 'queue_timeout' | 'rejected', options: { queuedMs: number; retryAfterSeconds: number }) {
-    const message =
-      refusal === 'rejected'
+  /** `lineless`: refused at once because every candidate is at its limit and the virtual model has no line to wait in. */
+  constructor(model: string, refusal: 'queue_timeout' | 'rejected', options: { queuedMs: number; retryAfterSeconds: number; lineless?: boolean }) {
+    const message = options.lineless
+      ? `every candidate for "${model}" is at its maxInFlight; retry later`
+      : refusal === 'rejected'
         ? `every candidate for "${model}" is busy and the line is full; retry later`
         : `every candidate for "${model}" stayed busy for ${options.queuedMs} ms; retry later`;
-    super(message, { code: 'capacity_exceeded', status: 429, openaiType: 'rate_limit_error' });
+    super(message, { code: 'capacity_exceeded', status: 429, openaiType: 'rate_limit_error', headers: { 'retry-after': String(options.retryAfterSeconds) } });
     this.refusal = refusal;
     this.queuedMs = options.queuedMs;
     this.retryAfterSeconds = options.retryAfterSeconds;
-    this.headers = { 'retry-after': String(options.retryAfterSeconds) };
   }
 }
 
@@ -43,7 +43,6 @@ export interface LimitedBy {
 export class RateLimitedError extends GatewayError {
   readonly limitedBy: LimitedBy;
   readonly retryAfterSeconds: number;
-  readonly headers: Readonly<Record<string, string>>;
 
   constructor(limitedBy: LimitedBy, options: { retryAfterSeconds: number; headers: Readonly<Record<string, string>> }) {
     const who = limitedBy.scope === 'key' ? `the key "${limitedBy.name}"` : `the source "${limitedBy.name}"`;
@@ -51,9 +50,9 @@ export class RateLimitedError extends GatewayError {
       code: 'rate_limit_exceeded',
       status: 429,
       openaiType: 'rate_limit_error',
+      headers: { ...options.headers, 'retry-after': String(options.retryAfterSeconds) },
     });
     this.limitedBy = limitedBy;
     this.retryAfterSeconds = options.retryAfterSeconds;
-    this.headers = { ...options.headers, 'retry-after': String(options.retryAfterSeconds) };
   }
 }

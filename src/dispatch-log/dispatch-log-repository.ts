@@ -22,16 +22,16 @@ export interface DispatchLogRepository {
 const insertStatement = `
 INSERT INTO route_dispatch_log (
   virtual_model, chosen_provider_id, chosen_model, candidates_tried, status, source, error, duration_ms,
-  id, created_at, request_id, requested_model, attempts, ttfb_ms, stream, prompt_tokens, completion_tokens, replica, endpoint, resumes
+  id, created_at, request_id, requested_model, attempts, ttfb_ms, stream, prompt_tokens, completion_tokens, replica, endpoint, resumes, queued_ms, key_name
 )
 SELECT
   virtual_model, chosen_provider_id, chosen_model, candidates_tried::jsonb, status, source, error, duration_ms,
-  id, created_at, request_id, requested_model, attempts::jsonb, ttfb_ms, stream, prompt_tokens, completion_tokens, replica, endpoint, resumes
+  id, created_at, request_id, requested_model, attempts::jsonb, ttfb_ms, stream, prompt_tokens, completion_tokens, replica, endpoint, resumes, queued_ms, key_name
 FROM json_to_recordset($1::text::json) AS r(
   virtual_model text, chosen_provider_id text, chosen_model text, candidates_tried json, status text,
   source text, error text, duration_ms int, id uuid, created_at timestamptz, request_id text,
   requested_model text, attempts json, ttfb_ms int, stream boolean, prompt_tokens int,
-  completion_tokens int, replica text, endpoint text, resumes int
+  completion_tokens int, replica text, endpoint text, resumes int, queued_ms int, key_name text
 )
 ON CONFLICT (id) DO NOTHING`;
 
@@ -48,7 +48,7 @@ export function createDispatchLogRepository(db: SqlDatabase): DispatchLogReposit
 
 // COPY's column list: the insert statement's, in the order `toCopyText` writes the values.
 const copyColumns = `virtual_model, chosen_provider_id, chosen_model, candidates_tried, status, source, error, duration_ms,
-  id, created_at, request_id, requested_model, attempts, ttfb_ms, stream, prompt_tokens, completion_tokens, replica, endpoint, resumes`;
+  id, created_at, request_id, requested_model, attempts, ttfb_ms, stream, prompt_tokens, completion_tokens, replica, endpoint, resumes, queued_ms, key_name`;
 
 const uniqueViolation = '23505';
 const copyEscapes: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
@@ -69,7 +69,7 @@ export function toCopyText(events: readonly DispatchEvent[]): string {
       `${copyText(e.virtual_model)}\t${copyText(e.chosen_provider_id)}\t${copyText(e.chosen_model)}\t${escapeCopy(JSON.stringify(e.candidates_tried))}\t` +
       `${copyText(e.status)}\t${copyText(e.source)}\t${copyText(e.error)}\t${copyNumber(e.duration_ms)}\t${copyText(e.id)}\t${copyText(e.created_at)}\t` +
       `${copyText(e.request_id)}\t${copyText(e.requested_model)}\t${escapeCopy(JSON.stringify(e.attempts))}\t${copyNumber(e.ttfb_ms)}\t` +
-      `${e.stream ? 't' : 'f'}\t${copyNumber(e.prompt_tokens)}\t${copyNumber(e.completion_tokens)}\t${copyText(e.replica)}\t${copyText(e.endpoint)}\t${copyNumber(e.resumes)}\n`;
+      `${e.stream ? 't' : 'f'}\t${copyNumber(e.prompt_tokens)}\t${copyNumber(e.completion_tokens)}\t${copyText(e.replica)}\t${copyText(e.endpoint)}\t${copyNumber(e.resumes)}\t${copyNumber(e.queued_ms)}\t${copyText(e.key_name)}\n`;
   }
   return text;
 }

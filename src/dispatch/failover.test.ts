@@ -1,3 +1,4 @@
+import { Capacity } from '../capacity/capacity.js';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Writable } from 'node:stream';
 import { Registry } from 'prom-client';
@@ -93,7 +94,8 @@ function setUp(candidates = ['a/m1', 'b/m2', 'c/m3']) {
   const metrics = createGatewayMetrics(register, config);
   const events: DispatchEvent[] = [];
   const sink: EventSink = { publish: (event) => events.push(event), health: () => ({ redis: 'ok', database: 'ok' }), close: () => Promise.resolve() };
-  const failover = new Failover({ config: () => config, planner, fleet, breakers, pools, metrics, sink, replica: 'unit' });
+  const capacity = new Capacity({ config: () => config, logger });
+  const failover = new Failover({ config: () => config, planner, fleet, breakers, pools, metrics, sink, replica: 'unit', capacity });
 
   let sequence = 0;
   /** Serves one request; resolves with the response and the error serve threw, if any. */
@@ -114,6 +116,7 @@ function setUp(candidates = ['a/m1', 'b/m2', 'c/m3']) {
       forwarded: { forwardedFor: '192.0.2.1', forwardedProto: 'http' },
       logger,
       requiredContext: 0,
+      keyName: undefined,
       ...overrides,
     };
     const res = new RecordingResponse();

@@ -1,5 +1,10 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { BreakerRegistry } from '../breakers/breaker-registry.js';
+import type { Capacity } from '../capacity/capacity.js';
+import { CapacityExceededError } from '../capacity/capacity-errors.js';
+import type { RateTicket } from '../capacity/rate-limiter.js';
+import type { SlotHandle } from '../capacity/slot-pool.js';
+import type { WaitLine } from '../capacity/wait-line.js';
 import type { Config, ProviderConfig } from '../config/load.js';
 import { AllCandidatesFailedError, NoHealthyCandidateError } from '../errors.js';
 import type { Endpoint } from '../protocols/endpoints.js';
@@ -45,8 +50,10 @@ export interface DispatchRequest {
   /** performance.now() when the request arrived. */
   readonly receivedAt: number;
   readonly logger: Logger;
-  /** Estimated prompt tokens plus max_tokens, for context fit (used when a candidate's context size is known). */
+  /** Estimated prompt tokens plus max_tokens, for context fit (used when a candidate's context size is known) and token rate limits. */
   readonly requiredContext: number;
+  /** The name of the client's key (`auth.apiKeys[].name`): its rate limits, and `key_name` on the event. */
+  readonly keyName: string | undefined;
 }
 
 export interface FailoverDeps {
@@ -58,7 +65,16 @@ export interface FailoverDeps {
   readonly metrics: GatewayMetrics;
   readonly sink: EventSink;
   readonly replica: string;
+  /** Slots, lines and rate limits (docs/capacity.md). */
+  readonly capacity: Capacity;
 }
+
+/**
+ * How long a candidate that answered 429 without `Retry-After` is left alone by a request
+ * waiting in line: llama-swap's concurrency limit says nothing of when a slot frees, and asking
+ * again at once would only hammer it.
+ */
+const busyBackoffMs = 250;
 
 const lineFeed = 0x0a;
 const carriageReturn = 0x0d;
@@ -101,22 +117,87 @@ export class Failover {
 
   /**
    * Serves one request into `res`. Throws a GatewayError only before anything was written
-   * (model not found, no candidate, all failed); the error middleware answers it.
+   * (model not found, over a rate limit, no candidate, no capacity, all failed); the error
+   * middleware answers it.
    */
   async serve(request: DispatchRequest, res: ServerResponse): Promise<void> {
-    const { metrics } = this.deps;
     const resolution = this.deps.planner.resolve(request.model);
     const label = resolution.virtualModel?.name ?? directModelLabel;
+    const dispatch: Dispatch = {
+      request,
+      createdAt: isoNow(),
+      resolution,
+      label,
+      attempts: [],
+      lastProblem: 'no candidate could be tried',
+      resumes: 0,
+      ticket: undefined,
+      slot: undefined,
+      busy: false,
+      passedOver: false,
+      retryAt: undefined,
+      backoff: undefined,
+      failed: undefined,
+      lineEnteredAt: undefined,
+      queuedMs: 0,
+    };
+    let admission = this.deps.capacity.limiter.admit({ keyName: request.keyName, source: request.source }, request.requiredContext);
+    if (admission instanceof Promise) admission = await admission;
+    if (!admission.allowed) {
+      this.publish(dispatch, 'rate_limited', admission.error.message);
+      throw admission.error;
+    }
+    dispatch.ticket = admission.ticket;
+    // On every answer from here on, relayed or an error: setHeader merges into either's writeHead.
+    if (admission.headers) for (const name in admission.headers) res.setHeader(name, admission.headers[name]!);
+    try {
+      await this.route(dispatch, res);
+    } finally {
+      dispatch.slot?.release();
+    }
+  }
+
+  private async route(dispatch: Dispatch, res: ServerResponse): Promise<void> {
+    const { metrics, capacity } = this.deps;
+    const { request, resolution, label } = dispatch;
     const { targets, panic } = this.deps.planner.plan(resolution, request.requiredContext);
-    const dispatch: Dispatch = { request, createdAt: isoNow(), resolution, label, attempts: [], lastProblem: 'no candidate could be tried', resumes: 0 };
     if (targets.length === 0) {
       this.publish(dispatch, 'no_candidates', 'no healthy candidate');
       throw new NoHealthyCandidateError(request.model);
     }
-    if (panic) request.logger.warn({ model: label }, 'every candidate is open or cooling down; trying them anyway');
+    const line = resolution.virtualModel ? capacity.line(label) : undefined;
+    // With a line, candidates cooling down after a 429 are a reason to wait, not to try them anyway;
+    // and a newcomer to a line that is not empty waits behind it rather than trying first.
+    const waitAtOnce = line !== undefined && (line.size > 0 || (panic && targets.every((target) => target.coolingDown)));
+    if (panic && !waitAtOnce) request.logger.warn({ model: label }, 'every candidate is open or cooling down; trying them anyway');
     metrics.overheadOf('pre_upstream').observe((performance.now() - request.receivedAt) / 1000);
 
-    const found = await this.attemptInOrder(dispatch, targets, 0, (target) => request.body.withModel(target.model), panic, 'ok');
+    const bodyFor = (target: CandidateView) => request.body.withModel(target.model);
+    let found = waitAtOnce ? undefined : await this.attemptInOrder(dispatch, targets, 0, bodyFor, panic, 'ok');
+    let mayWait = waitAtOnce;
+    while (found === undefined && !request.client.gone) {
+      if (line === undefined) {
+        if (!dispatch.passedOver) break;
+        // No line to wait in, and a candidate that did not fail was at its limit.
+        metrics.capacityRejectionsOf(label, 'rejected').inc();
+        const error = new CapacityExceededError(request.model, 'rejected', {
+          queuedMs: 0,
+          retryAfterSeconds: Math.max(1, Math.ceil(((dispatch.retryAt ?? Date.now() + 1_000) - Date.now()) / 1_000)),
+          lineless: true,
+        });
+        this.publish(dispatch, 'rejected', error.message);
+        throw error;
+      }
+      if (!mayWait && !dispatch.busy) break;
+      mayWait = false;
+      const turn = await this.waitInLine(dispatch, line);
+      if (turn === undefined) return;
+      found = await this.attemptInOrder(dispatch, [turn.target], 0, bodyFor, false, 'ok', turn.slot);
+      if (found === undefined && !dispatch.busy && !request.client.gone) {
+        // The candidate the line gave failed for good: any other that is not busy gets its turn.
+        found = await this.attemptInOrder(dispatch, this.notFailed(dispatch), 0, bodyFor, false, 'ok');
+      }
+    }
     if (found === undefined) {
       if (request.client.gone) {
         this.publish(dispatch, 'client_closed', 'client closed the connection before an answer');
@@ -141,10 +222,83 @@ export class Failover {
   }
 
   /**
+   * Waits in the virtual model's line (docs/capacity.md) until a candidate has a slot and is not
+   * cooling down, planned afresh on each try (breakers and cooldowns change meanwhile). The time
+   * in line counts from the first entry, however often the request comes back. Undefined when
+   * the client left; throws (after publishing) a capacity refusal or a shutdown.
+   */
+  private async waitInLine(dispatch: Dispatch, line: WaitLine<SlotHandle>): Promise<{ slot: SlotHandle; target: CandidateView } | undefined> {
+    const { planner, fleet, capacity } = this.deps;
+    const { request, resolution } = dispatch;
+    const signal = request.client.clientSignal;
+    dispatch.lineEnteredAt ??= Date.now();
+    let chosen: CandidateView | undefined;
+    try {
+      const waited = await line.wait({
+        source: request.source ?? '',
+        signal,
+        enteredAt: dispatch.lineEnteredAt,
+        dispose: (slot) => slot.release(),
+        attempt: async () => {
+          const now = Date.now();
+          const { targets } = planner.plan(resolution, request.requiredContext);
+          let retryAt: number | undefined;
+          let open = 0;
+          for (const target of targets) {
+            if (dispatch.failed?.has(target.id) || target.breaker === 'open') {
+              open++;
+              continue;
+            }
+            const until = Math.max(fleet.candidate(target.id).coolingDownUntil, dispatch.backoff?.get(target.id) ?? 0);
+            if (until > now) {
+              retryAt = Math.min(retryAt ?? until, until);
+              continue;
+            }
+            let turn = capacity.slots.tryAcquire({ candidate: target.id, provider: target.provider }, signal);
+            if (turn instanceof Promise) turn = await turn;
+            if (turn.value) {
+              chosen = target;
+              return turn;
+            }
+            if (turn.retryAt !== undefined) retryAt = Math.min(retryAt ?? turn.retryAt, turn.retryAt);
+          }
+          // Nothing left to wait for: every candidate failed or its breaker is open.
+          if (open === targets.length) throw new AllCandidatesFailedError(request.model, dispatch.attempts);
+          return { retryAt };
+        },
+      });
+      dispatch.queuedMs = waited.queuedMs;
+      return { slot: waited.value, target: chosen! };
+    } catch (err: unknown) {
+      dispatch.queuedMs = Date.now() - dispatch.lineEnteredAt;
+      if (request.client.gone) {
+        this.publish(dispatch, 'client_closed', 'client closed the connection while waiting in line');
+        return undefined;
+      }
+      if (err instanceof CapacityExceededError) {
+        dispatch.queuedMs = err.queuedMs;
+        this.publish(dispatch, err.refusal, err.message);
+      } else {
+        this.publish(dispatch, 'failed', err instanceof AllCandidatesFailedError ? dispatch.lastProblem : errorMessage(err));
+      }
+      throw err;
+    }
+  }
+
+  /** The planned candidates that have not failed this request for good, in a fresh order. */
+  private notFailed(dispatch: Dispatch): CandidateView[] {
+    const { targets } = this.deps.planner.plan(dispatch.resolution, dispatch.request.requiredContext);
+    return targets.filter((target) => !dispatch.failed?.has(target.id));
+  }
+
+  /**
    * Sends the request to the targets from index `from` on, in order, until one answers: the last
    * moment at which another can still be tried. Each attempt is recorded (`outcome` names the
    * one that answers: `ok`, or `resumed` for a continuation). `bodyFor` gives what a target is
-   * sent; undefined skips it. Undefined when none answered or the client left.
+   * sent; undefined skips it. Each target is sent only with a slot (docs/capacity.md): one at its
+   * `maxInFlight` is passed over, not attempted, as one that answers 429 marks the pass `busy`;
+   * `given` is a slot already taken for the first target (the line's). The answering target's
+   * slot is the dispatch's until the relay ends. Undefined when none answered or the client left.
    */
   private async attemptInOrder(
     dispatch: Dispatch,
@@ -153,18 +307,40 @@ export class Failover {
     bodyFor: (target: CandidateView, provider: ProviderConfig) => Buffer | undefined,
     panic: boolean,
     outcomeOfAnswer: 'ok' | 'resumed',
+    given?: SlotHandle,
   ): Promise<Found | undefined> {
-    const { metrics, breakers, fleet, pools } = this.deps;
+    const { metrics, breakers, fleet, pools, capacity } = this.deps;
     const config = this.deps.config();
     const { request, attempts } = dispatch;
     const baseHeaders = upstreamRequestHeaders(request.headers, request.requestId, request.forwarded, request.contentType);
+    dispatch.busy = false;
+    dispatch.passedOver = false;
+    dispatch.retryAt = undefined;
     for (let index = from; index < targets.length; index++) {
       const target = targets[index]!;
-      if (request.client.gone) return undefined;
+      let slot = index === from ? given : undefined;
+      if (request.client.gone) {
+        slot?.release();
+        return undefined;
+      }
       const provider = config.providers[target.provider];
-      if (!provider) continue;
-      const body = bodyFor(target, provider);
-      if (body === undefined) continue;
+      const body = provider ? bodyFor(target, provider) : undefined;
+      if (provider === undefined || body === undefined) {
+        slot?.release();
+        continue;
+      }
+      const slotTarget = { candidate: target.id, provider: target.provider };
+      if (slot === undefined && capacity.slots.isLimited(slotTarget)) {
+        let turn = capacity.slots.tryAcquire(slotTarget, request.client.clientSignal);
+        if (turn instanceof Promise) turn = await turn;
+        if (turn.value === undefined) {
+          dispatch.busy = true;
+          dispatch.passedOver = true;
+          if (turn.retryAt !== undefined) dispatch.retryAt = Math.min(dispatch.retryAt ?? turn.retryAt, turn.retryAt);
+          continue;
+        }
+        slot = turn.value;
+      }
       const headers = provider.apiKey ? { ...baseHeaders, authorization: `Bearer ${provider.apiKey}` } : baseHeaders;
       const sentAt = performance.now();
       let answer: CommittableResponse;
@@ -187,12 +363,20 @@ export class Failover {
           panic,
         );
       } catch (err: unknown) {
+        // The upstream holds no work for a failed attempt: its slot is free for the next request.
+        slot?.release();
         if (BreakerRegistry.isRejection(err)) continue; // refused by the breaker: nothing was sent
         const failure = err instanceof AttemptFailedError ? err : new AttemptFailedError('connect_error', errorMessage(err), { cause: err });
         attempts.push({ candidate: target.id, outcome: failure.outcome, http_status: failure.httpStatus, ms: Math.round(performance.now() - sentAt) });
         metrics.attemptsOf(target.id, target.provider, failure.outcome).inc();
         if (failure.outcome === 'client_closed') return undefined;
         if (failure.retryAfterUntil !== undefined) fleet.coolDown(target.id, failure.retryAfterUntil);
+        if (failure.httpStatus === 429) {
+          dispatch.busy = true;
+          (dispatch.backoff ??= new Map()).set(target.id, failure.retryAfterUntil ?? Date.now() + busyBackoffMs);
+        } else {
+          (dispatch.failed ??= new Set()).add(target.id);
+        }
         dispatch.lastProblem = `${target.id}: ${failure.message}`;
         fleet.candidate(target.id).lastError = failure.message;
         request.logger.info({ candidate: target.id, outcome: failure.outcome, status: failure.httpStatus }, 'upstream attempt failed');
@@ -204,6 +388,7 @@ export class Failover {
       metrics.ttfbOf(target.id).observe(answer.ttfbMs / 1000);
       fleet.recordLatency(target.id, answer.ttfbMs);
       if (provider.type === 'llama-swap' && outcome !== 'client_error') fleet.markLoaded(provider.name, target.model);
+      dispatch.slot = slot;
       return { answer, target, index };
     }
     return undefined;
@@ -318,6 +503,9 @@ export class Failover {
         return this.endBroken(request, res, stream, answer, target, broke, usage);
       }
       stream.continueHere();
+      // The broken candidate holds no work for this request any more.
+      dispatch.slot?.release();
+      dispatch.slot = undefined;
       const delivered = { text: stream.deliveredText(), events: stream.deliveredEvents };
       const next = await this.attemptInOrder(
         dispatch,
@@ -423,7 +611,16 @@ export class Failover {
       replica: this.deps.replica,
       endpoint: request.endpoint.path,
       resumes: dispatch.resumes,
+      queued_ms: dispatch.queuedMs,
+      key_name: request.keyName ?? null,
     });
+    if (dispatch.ticket) {
+      const usage = served?.usage;
+      // No upstream served: nothing was spent. Usage not reported: the estimate stands.
+      dispatch.ticket.settle(
+        usage === undefined ? 0 : usage.promptTokens !== null && usage.completionTokens !== null ? usage.promptTokens + usage.completionTokens : undefined,
+      );
+    }
   }
 }
 
@@ -437,6 +634,23 @@ interface Dispatch {
   readonly attempts: Attempt[];
   lastProblem: string;
   resumes: number;
+  /** Corrects the tokens the rate limits charged once usage is known. */
+  ticket: RateTicket | undefined;
+  /** The slot of the candidate answering, held until its relay ends. */
+  slot: SlotHandle | undefined;
+  /** The last pass over the candidates met one at its limit or answering 429: waiting may help. */
+  busy: boolean;
+  /** The last pass over the candidates passed one over for its limit. */
+  passedOver: boolean;
+  /** When a slot of a candidate at its limit is expected to free (epoch ms), when known. */
+  retryAt: number | undefined;
+  /** Candidates that answered 429, not to be asked again before (epoch ms). */
+  backoff: Map<string, number> | undefined;
+  /** Candidates that failed this request otherwise: waiting in line will not help them. */
+  failed: Set<string> | undefined;
+  /** When it first entered its virtual model's line (epoch ms). */
+  lineEnteredAt: number | undefined;
+  queuedMs: number;
 }
 
 /** A target that answered, and its place in the order. */

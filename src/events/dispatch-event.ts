@@ -38,5 +38,9 @@ export const dispatchEventSchema = z.object({
   endpoint: z.string().max(100).nullable().default(null),
   /** Continuations of a stream broken after its first byte, each an attempt with outcome `resumed`. */
   resumes: z.number().int().nonnegative().default(0),
+  /** Time the request waited in its virtual model's line for a slot; 0 when it never waited. */
+  queued_ms: z.number().int().nonnegative().default(0),
+  /** The name of the client's key (`auth.apiKeys[].name`), never the key; null without a named key. */
+  key_name: z.string().max(64).nullable().default(null),
 });
 export type DispatchEvent = z.infer<typeof dispatchEventSchema>;

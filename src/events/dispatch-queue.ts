@@ -69,6 +69,8 @@ function toRow(e: DispatchEvent): unknown[] {
     e.replica,
     e.endpoint,
     e.resumes,
+    e.queued_ms,
+    e.key_name,
   ];
 }
 

@@ -14,7 +14,7 @@ import type { FleetState } from '../fleet/fleet-state.js';
 import type { GatewayMetrics } from '../metrics/registry.js';
 import { sanitizeClientText, type Logger } from '../shared/logger.js';
 import { errorMiddleware, sendError } from './error-middleware.js';
-import { isAuthorized, isAuthorizedAnthropic, requireAdminKey, requireApiKey } from './middleware/auth.js';
+import { authorizedAnthropicKey, authorizedKey, requireAdminKey, requireApiKey } from './middleware/auth.js';
 import { receiveBody } from './receive-body.js';
 import { contextOf, openRequestContext, requestContext, type RequestContext } from './middleware/request-context.js';
 import { serveDispatch } from './serve-dispatch.js';
@@ -72,11 +72,13 @@ export function createApp(deps: AppDeps): RequestListener {
     const current = config();
     const refuse = (error: GatewayError) => sendDispatchError(res, context, error, rootLogger, endpoint.errors);
     // An unread body is left to node:http, as it is on the Express path.
-    const authorized =
+    const keyIndex =
       endpoint.errors === 'anthropic'
-        ? isAuthorizedAnthropic(req.headers, current.apiKeyDigests)
-        : isAuthorized(req.headers.authorization, current.apiKeyDigests);
-    if (!authorized) return refuse(new AuthenticationError());
+        ? authorizedAnthropicKey(req.headers, current.apiKeyDigests)
+        : authorizedKey(req.headers.authorization, current.apiKeyDigests);
+    if (keyIndex === undefined) return refuse(new AuthenticationError());
+    // Admin keys follow the client keys in the digests: they have no name and no limits.
+    const keyName = current.clientKeys[keyIndex]?.name;
     // The body is read and rewritten: an encoding it was sent in cannot be honoured.
     const encoding = req.headers['content-encoding'];
     if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity')
@@ -90,7 +92,7 @@ export function createApp(deps: AppDeps): RequestListener {
       res,
       current.limits.maxBodyBytes,
       (body) =>
-        serveDispatch(failover, endpoint, boundary, req, res, context, body, current).catch((err: unknown) =>
+        serveDispatch(failover, endpoint, boundary, req, res, context, body, current, keyName).catch((err: unknown) =>
           sendDispatchError(res, context, err, () => context.logger, endpoint.errors),
         ),
       (error) => sendDispatchError(res, context, error, () => context.logger, endpoint.errors),

@@ -37,7 +37,7 @@ export function sendError(res: ServerResponse, error: unknown, logger: () => Log
     return;
   }
   const body = JSON.stringify(errorBody(gatewayError, shape));
-  res.writeHead(gatewayError.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(gatewayError.status, { ...gatewayError.headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
 

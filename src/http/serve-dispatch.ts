@@ -31,6 +31,7 @@ class ClientDispatchRequest implements DispatchRequest {
     req: IncomingMessage,
     readonly client: RequestContext,
     trustedProxies: BlockList | undefined,
+    readonly keyName: string | undefined,
   ) {
     this.headers = req.headers;
     this.forwarded = forwardedClient(req.headers, req.socket, trustedProxies);
@@ -66,12 +67,13 @@ export async function serveDispatch(
   context: RequestContext,
   raw: Buffer,
   config: Config,
+  keyName: string | undefined,
 ): Promise<void> {
   let request: ClientDispatchRequest;
   if (boundary !== undefined) {
     const form = scanMultipart(raw, boundary);
     const body = new RequestBody(raw, form.model, form.modelSpan, 'form');
-    request = new ClientDispatchRequest(endpoint, form.model, false, body, 0, req.headers['content-type']!, req, context, config.trustedProxies);
+    request = new ClientDispatchRequest(endpoint, form.model, false, body, 0, req.headers['content-type']!, req, context, config.trustedProxies, keyName);
   } else {
     const { limits } = config;
     const fields: RequestFields = raw.length <= syncScanBytes ? scanRequest(raw, limits) : await scanRequestInSlices(raw, limits);
@@ -86,6 +88,7 @@ export async function serveDispatch(
       req,
       context,
       config.trustedProxies,
+      keyName,
     );
   }
   await failover.serve(request, res);

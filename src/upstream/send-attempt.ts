@@ -74,6 +74,8 @@ export interface ClientConnection {
   readonly gone: boolean;
   /** Calls `listener` when the client goes; returns the unsubscribe function. */
   onGone(listener: () => void): () => void;
+  /** Aborted when the client goes: what a slot or a place in line is tied to. */
+  readonly clientSignal: AbortSignal;
 }
 
 export interface AttemptRequest {

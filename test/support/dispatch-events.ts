@@ -24,6 +24,8 @@ export function makeDispatchEvent(overrides: Partial<DispatchEvent> = {}): Dispa
     replica: 'test',
     endpoint: '/v1/chat/completions',
     resumes: 0,
+    queued_ms: 0,
+    key_name: null,
     ...overrides,
   };
 }

@@ -136,6 +136,11 @@ export class StubDispatcher {
 export class StubClient implements ClientConnection {
   gone = false;
   readonly #listeners = new Set<() => void>();
+  readonly #controller = new AbortController();
+
+  get clientSignal(): AbortSignal {
+    return this.#controller.signal;
+  }
 
   onGone(listener: () => void): () => void {
     this.#listeners.add(listener);
@@ -149,6 +154,7 @@ export class StubClient implements ClientConnection {
 
   leave(): void {
     this.gone = true;
+    this.#controller.abort();
     for (const listener of [...this.#listeners]) listener();
   }
 }

@@ -1,20 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { digestApiKey } from '../../config/load.js';
-import { isAcceptedKey, isAuthorized } from './auth.js';
+import { authOff, authorizedKey, isAcceptedKey } from './auth.js';
 
-describe('isAuthorized', () => {
+describe('authorizedKey', () => {
   const digests = [digestApiKey('key-one'), digestApiKey('key-two')];
 
   it('accepts a configured bearer key, any of them, and refuses others', () => {
-    expect(isAuthorized('Bearer key-one', digests)).toBe(true);
-    expect(isAuthorized('bearer   key-two ', digests)).toBe(true);
-    expect(isAuthorized('Bearer key-three', digests)).toBe(false);
-    expect(isAuthorized('key-one', digests)).toBe(false);
-    expect(isAuthorized(undefined, digests)).toBe(false);
+    expect(authorizedKey('Bearer key-one', digests)).toBe(0);
+    expect(authorizedKey('bearer   key-two ', digests)).toBe(1);
+    expect(authorizedKey('Bearer key-three', digests)).toBeUndefined();
+    expect(authorizedKey('key-one', digests)).toBeUndefined();
+    expect(authorizedKey(undefined, digests)).toBeUndefined();
   });
 
   it('lets everything through when no keys are configured', () => {
-    expect(isAuthorized(undefined, [])).toBe(true);
+    expect(authorizedKey(undefined, [])).toBe(authOff);
   });
 
   it('refuses a key accepted a moment ago once a reload removed it', () => {

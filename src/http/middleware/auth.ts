@@ -14,19 +14,26 @@ const acceptedKeyDigests = new Map<string, Buffer>();
 const acceptedKeyDigestsMax = 1024;
 
 /**
- * True when the presented key's sha256 equals one of the accepted digests. Every digest is
- * compared, in constant time each, so the timing says nothing about which or how much matched.
+ * Where the presented key's sha256 stands in the accepted digests, or -1 when it is none of them.
+ * Every digest is compared, in constant time each, so the timing says nothing about which or how
+ * much matched.
  */
-export function isAcceptedKey(key: string, acceptedDigests: readonly Buffer[]): boolean {
+export function acceptedKeyIndex(key: string, acceptedDigests: readonly Buffer[]): number {
   const cached = acceptedKeyDigests.get(key);
   const presented = cached ?? digestApiKey(key);
-  let accepted = false;
-  for (const digest of acceptedDigests) accepted = timingSafeEqual(presented, digest) || accepted;
-  if (accepted && cached === undefined) {
+  let index = -1;
+  for (let i = 0; i < acceptedDigests.length; i++) {
+    if (timingSafeEqual(presented, acceptedDigests[i]!) && index < 0) index = i;
+  }
+  if (index >= 0 && cached === undefined) {
     if (acceptedKeyDigests.size >= acceptedKeyDigestsMax) acceptedKeyDigests.clear();
     acceptedKeyDigests.set(key, presented);
   }
-  return accepted;
+  return index;
+}
+
+export function isAcceptedKey(key: string, acceptedDigests: readonly Buffer[]): boolean {
+  return acceptedKeyIndex(key, acceptedDigests) >= 0;
 }
 
 const bearer = /^Bearer\s+(\S+)\s*$/i;
@@ -35,22 +42,34 @@ function bearerKey(header: string | undefined): string | undefined {
   return typeof header === 'string' ? bearer.exec(header)?.[1] : undefined;
 }
 
-/** True when auth is off (no digests) or the `Authorization` header carries an accepted bearer key. */
-export function isAuthorized(header: string | undefined, acceptedDigests: readonly Buffer[]): boolean {
-  if (acceptedDigests.length === 0) return true;
+/** What {@link authorizedKey} answers when auth is off (no digests): accepted, without a key. */
+export const authOff = -1;
+
+/**
+ * The index in `acceptedDigests` of the bearer key the `Authorization` header carries;
+ * {@link authOff} when no digests are configured; undefined when the key is missing or not accepted.
+ * The index names the client's key (`config.clientKeys`), whose name and limits capacity needs.
+ */
+export function authorizedKey(header: string | undefined, acceptedDigests: readonly Buffer[]): number | undefined {
+  if (acceptedDigests.length === 0) return authOff;
   const key = bearerKey(header);
-  return key !== undefined && isAcceptedKey(key, acceptedDigests);
+  if (key === undefined) return undefined;
+  const index = acceptedKeyIndex(key, acceptedDigests);
+  return index >= 0 ? index : undefined;
 }
 
 /**
- * {@link isAuthorized} for the Anthropic Messages API, whose clients send their key as
+ * {@link authorizedKey} for the Anthropic Messages API, whose clients send their key as
  * `x-api-key` (`@anthropic-ai/sdk` does); a bearer key is accepted there too.
  */
-export function isAuthorizedAnthropic(headers: IncomingHttpHeaders, acceptedDigests: readonly Buffer[]): boolean {
-  if (acceptedDigests.length === 0) return true;
+export function authorizedAnthropicKey(headers: IncomingHttpHeaders, acceptedDigests: readonly Buffer[]): number | undefined {
+  if (acceptedDigests.length === 0) return authOff;
   const key = headers['x-api-key'];
-  if (typeof key === 'string' && key !== '') return isAcceptedKey(key, acceptedDigests);
-  return isAuthorized(headers.authorization, acceptedDigests);
+  if (typeof key === 'string' && key !== '') {
+    const index = acceptedKeyIndex(key, acceptedDigests);
+    return index >= 0 ? index : undefined;
+  }
+  return authorizedKey(headers.authorization, acceptedDigests);
 }
 
 /**
@@ -71,6 +90,6 @@ export function requireAdminKey(keys: () => { apiKeyDigests: readonly Buffer[]; 
 /** Bearer-key check against `auth.apiKeys`; lets everything through when none are configured. */
 export function requireApiKey(acceptedDigests: () => readonly Buffer[]) {
   return (req: Request, _res: Response, next: NextFunction): void => {
-    next(isAuthorized(req.headers.authorization, acceptedDigests()) ? undefined : new AuthenticationError());
+    next(authorizedKey(req.headers.authorization, acceptedDigests()) === undefined ? new AuthenticationError() : undefined);
   };
 }
