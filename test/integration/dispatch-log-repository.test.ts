@@ -34,6 +34,8 @@ const columnsInOrder = [
   'replica',
   'endpoint',
   'resumes',
+  'queued_ms',
+  'key_name',
 ];
 
 /** Every migration version shipped, in order. */
