@@ -81,8 +81,9 @@ export interface PgliteDatabase extends SqlDatabase {
 /**
  * What PGlite may take, in the process that opens it: Postgres's own caches at a tenth of
  * PGlite's defaults (160 MB of shared buffers). The store is an append log read by an operator
- * now and then; its working set is the tail of five indexes. Measured on a 40 MB store: 175 MB of
- * RSS for the whole process with these, against 300 MB with PGlite's defaults.
+ * now and then; its working set is the tail of its three indexes, as long as the keys grow with
+ * time (the gateway's ids do: docs/embedded-mode.md). Measured on a 40 MB store: 175 MB of RSS for
+ * the whole process with these, against 300 MB with PGlite's defaults.
  */
 const pgliteSettings = ['shared_buffers=16MB', 'wal_buffers=1MB', 'temp_buffers=1MB', 'work_mem=2MB', 'maintenance_work_mem=16MB'];
 

@@ -19,7 +19,7 @@ import type { CandidateView } from '../routing/select-targets.js';
 import { errorMessage } from '../shared/error-message.js';
 import { isoNow } from '../shared/iso-now.js';
 import type { Logger } from '../shared/logger.js';
-import { randomUuid } from '../shared/random-uuid.js';
+import { timeOrderedUuid } from '../shared/time-ordered-uuid.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders, type ForwardedClient } from '../upstream/forward-headers.js';
 import { ClientWriteTimeoutError } from '../upstream/attempt-clock.js';
 import { AttemptFailedError, ClientClosedError, sendAttempt, type ClientConnection, type CommittableResponse } from '../upstream/send-attempt.js';
@@ -591,7 +591,7 @@ export class Failover {
     const candidatesTried = new Array<string>(attempts.length);
     for (let i = 0; i < attempts.length; i++) candidatesTried[i] = attempts[i]!.candidate;
     sink.publish({
-      id: randomUuid(),
+      id: timeOrderedUuid(),
       created_at: dispatch.createdAt,
       request_id: request.requestId,
       requested_model: request.model,

@@ -1,12 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import type { DispatchEvent } from '../../src/events/dispatch-event.js';
+import { timeOrderedUuid } from '../../src/shared/time-ordered-uuid.js';
 
-/** A valid dispatch event; `overrides` replace fields. */
+/** A valid dispatch event, its ids made as the gateway makes them; `overrides` replace fields. */
 export function makeDispatchEvent(overrides: Partial<DispatchEvent> = {}): DispatchEvent {
   return {
-    id: randomUUID(),
+    id: timeOrderedUuid(),
     created_at: new Date().toISOString(),
-    request_id: `req-${randomUUID()}`,
+    request_id: timeOrderedUuid(),
     requested_model: 'auto:chat',
     virtual_model: 'auto:chat',
     chosen_provider_id: 'gpu-a',

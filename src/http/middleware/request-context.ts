@@ -3,7 +3,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { ClientConnection } from '../../upstream/send-attempt.js';
 import type { GatewayMetrics, HttpRoute } from '../../metrics/registry.js';
 import type { Logger } from '../../shared/logger.js';
-import { randomUuid } from '../../shared/random-uuid.js';
+import { timeOrderedUuid } from '../../shared/time-ordered-uuid.js';
 
 const acceptableRequestId = /^[\w.:-]{1,128}$/;
 
@@ -79,7 +79,7 @@ export function contextOf(res: Response): RequestContext {
  */
 export function openRequestContext(req: IncomingMessage, res: ServerResponse, logger: Logger, metrics: GatewayMetrics): RequestContext {
   const offered = req.headers['x-request-id'];
-  const requestId = typeof offered === 'string' && acceptableRequestId.test(offered) ? offered : randomUuid();
+  const requestId = typeof offered === 'string' && acceptableRequestId.test(offered) ? offered : timeOrderedUuid();
   const context = new RequestContext(requestId, logger);
   res.once('close', () => {
     if (!res.writableFinished) context.clientWentAway();
