@@ -126,6 +126,8 @@ async function main(): Promise<void> {
         configPath,
         gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex'), {
           eventsFlushMs: testConfig().events.flushMs * valgrindSlowdown,
+          // A health check that times out under valgrind would mark the mock down (503s).
+          healthTimeoutMs: testConfig().healthCheck.timeoutMs * valgrindSlowdown,
           limited: name === 'limited',
         }),
       );

@@ -23,13 +23,19 @@ export function requestBody(stream: boolean, slow = false): string {
  * valgrind a request takes about 50 times longer, so the bench of instructions stretches the
  * flush delay as much: otherwise jobs would carry a handful of events instead of the
  * `eventsPerJob` they carry at full speed, and the per-job cost would swamp the count.
+ * `healthTimeoutMs`: `healthCheck.timeoutMs`, stretched likewise under valgrind, where a check at
+ * the default timeout can time out and mark the mock down.
  *
  * `limited`: the same gateway with capacity on (docs/capacity.md): both candidates and their
  * providers with a `maxInFlight`, a line, and the key named with per-minute limits, all far above
  * what the bench sends, so that every request pays for its slots and its rate limits and none
  * is ever refused or made to wait.
  */
-export function gatewayConfig(upstream: string, keyDigest: string, options: { eventsFlushMs?: number; limited?: boolean } = {}): string {
+export function gatewayConfig(
+  upstream: string,
+  keyDigest: string,
+  options: { eventsFlushMs?: number; healthTimeoutMs?: number; limited?: boolean } = {},
+): string {
   const limited = options.limited === true;
   const inFlight = limited ? `\n    maxInFlight: 10000` : '';
   const candidate = (target: string) => (limited ? `{ target: ${target}, maxInFlight: 5000 }` : target);
@@ -52,5 +58,7 @@ virtualModels:
 auth:
   apiKeys:
     - ${limited ? `{ sha256: ${keyDigest}, name: bench, requestsPerMinute: 100000000, tokensPerMinute: 1000000000000 }` : keyDigest}
-${options.eventsFlushMs === undefined ? '' : `events:\n  flushMs: ${options.eventsFlushMs}\n`}`;
+${options.eventsFlushMs === undefined ? '' : `events:\n  flushMs: ${options.eventsFlushMs}\n`}${
+    options.healthTimeoutMs === undefined ? '' : `healthCheck:\n  timeoutMs: ${options.healthTimeoutMs}\n`
+  }`;
 }

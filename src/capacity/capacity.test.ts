@@ -19,13 +19,18 @@ const config = buildConfig(
   {},
 );
 
+/** Scrapes boo_slots_in_use of every Capacity built with recordingMetrics. */
+const scrapes: Array<() => void> = [];
+const scrape = () => scrapes.forEach((read) => read());
+
 /** Records every metric call as a line of text. */
 function recordingMetrics(calls: string[]): CapacityMetrics {
   return {
     queueDepth: { labels: (vm) => ({ set: (n) => calls.push(`depth ${vm} ${n}`) }) },
     queueWaitOf: (vm) => ({ observe: () => calls.push(`wait ${vm}`) }),
     capacityRejectionsOf: (vm, reason) => ({ inc: () => calls.push(`rejected ${vm} ${reason}`) }),
-    slotsInUse: { labels: (candidate) => ({ set: (n) => calls.push(`slots ${candidate} ${n}`) }) },
+    // What a scrape would read, recorded when the test scrapes.
+    readSlotsInUseFrom: (read) => void scrapes.push(() => calls.push(...[...read()].map(([candidate, n]) => `slots ${candidate} ${n}`))),
     rateLimitRejectionsOf: (scope, name, dimension) => ({ inc: () => calls.push(`rate ${scope} ${name} ${dimension}`) }),
   };
 }
@@ -35,6 +40,7 @@ const am = { candidate: 'a/m', provider: 'a' };
 describe('Capacity (per process)', () => {
   const created: Capacity[] = [];
   afterEach(async () => {
+    scrapes.length = 0;
     for (const capacity of created.splice(0)) await capacity.close();
   });
 
@@ -55,6 +61,7 @@ describe('Capacity (per process)', () => {
     const calls: string[] = [];
     const capacity = capacityOf(calls);
     const held = await capacity.slots.tryAcquire(am);
+    scrape();
     const line = capacity.line('chat')!;
     const other = capacity.line('other')!;
     const otherTries: number[] = [];
@@ -67,8 +74,10 @@ describe('Capacity (per process)', () => {
     const { value } = await waited;
     expect(value.candidate).toBe('a/m');
     expect(otherTries).toHaveLength(1);
+    scrape();
     value.release();
-    expect(calls).toEqual(['slots a/m 1', 'depth other 1', 'depth chat 1', 'slots a/m 0', 'slots a/m 1', 'depth chat 0', 'wait chat', 'slots a/m 0']);
+    scrape();
+    expect(calls).toEqual(['slots a/m 1', 'depth other 1', 'depth chat 1', 'depth chat 0', 'wait chat', 'slots a/m 1', 'slots a/m 0']);
   });
 
   it('counts refusals of a full line, and rate-limit refusals by key name', async () => {

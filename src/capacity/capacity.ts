@@ -17,7 +17,8 @@ export interface CapacityMetrics {
   readonly queueDepth: { labels(virtualModel: string): { set(value: number): void } };
   queueWaitOf(virtualModel: string): { observe(seconds: number): void };
   capacityRejectionsOf(virtualModel: string, reason: 'queue_timeout' | 'rejected'): { inc(): void };
-  readonly slotsInUse: { labels(candidate: string): { set(value: number): void } };
+  /** Registers what boo_slots_in_use reports at each scrape. */
+  readSlotsInUseFrom(read: () => ReadonlyMap<string, number>): void;
   rateLimitRejectionsOf(scope: 'key' | 'source', name: string, dimension: 'requests' | 'tokens'): { inc(): void };
 }
 
@@ -59,7 +60,6 @@ export class Capacity {
       config,
       logger: logger.child({ component: 'slots' }),
       store: this.#redis ? new RedisSlotStore(this.#redis, logger) : undefined,
-      observer: metrics ? { inUse: (candidate, count) => metrics.slotsInUse.labels(candidate).set(count) } : undefined,
       ...options.slots,
     });
     this.limiter = new RateLimiter({
@@ -70,6 +70,7 @@ export class Capacity {
       ...options.rates,
     });
     this.slots.onFreed((freed) => this.#wake(freed));
+    metrics?.readSlotsInUseFrom(() => this.slots.inUseByCandidate());
   }
 
   /** Connects to Redis (bounded; never throws for it: capacity then counts per process until Redis answers). */

@@ -29,19 +29,12 @@ export interface FreedSlot {
   readonly provider: string | undefined;
 }
 
-/** What the pool reports, for the metrics. */
-export interface SlotPoolObserver {
-  /** Slots of this candidate in use by requests of this replica. */
-  inUse(candidate: string, count: number): void;
-}
-
 export interface SlotPoolOptions {
   /** Live config: `providers.<name>.maxInFlight` and `candidateMaxInFlight`. */
   readonly config: () => Config;
   readonly logger: Logger;
   /** Shares the limits with every replica (REDIS_URL); absent, each process counts alone. */
   readonly store?: SlotStore | undefined;
-  readonly observer?: SlotPoolObserver | undefined;
   /** Life of a lease without renewal: how long a dead replica's slots stay taken. Default 3 s; renewed every third of it. */
   readonly leaseMs?: number;
   /**
@@ -209,6 +202,14 @@ export class SlotPool {
   }
 
   /**
+   * Slots in use by candidate, for the metrics, read at scrape time: every candidate that held
+   * one since start, at 0 when none is in use now (a bounded set: configured candidates).
+   */
+  inUseByCandidate(): ReadonlyMap<string, number> {
+    return this.#inUse;
+  }
+
+  /**
    * Takes a slot of the target in every scope that limits it, or none: `{ value: slot }`, or
    * `{ retryAt }` (epoch ms when a lease in a full scope expires, when known) when a scope is
    * full. A target without limits always gets a slot (whose release does nothing). Synchronous
@@ -292,10 +293,7 @@ export class SlotPool {
   }
 
   #count(candidate: string, delta: number): void {
-    const count = (this.#inUse.get(candidate) ?? 0) + delta;
-    if (count === 0) this.#inUse.delete(candidate);
-    else this.#inUse.set(candidate, count);
-    this.#options.observer?.inUse(candidate, count);
+    this.#inUse.set(candidate, (this.#inUse.get(candidate) ?? 0) + delta);
   }
 
   async #acquireShared(target: SlotTarget, scopes: readonly ScopeLimit[]): Promise<Turn<SlotHandle>> {

@@ -132,6 +132,7 @@ export class Failover {
       lastProblem: 'no candidate could be tried',
       resumes: 0,
       ticket: undefined,
+      rateLimitHeaders: undefined,
       slot: undefined,
       busy: false,
       passedOver: false,
@@ -148,10 +149,15 @@ export class Failover {
       throw admission.error;
     }
     dispatch.ticket = admission.ticket;
-    // On every answer from here on, relayed or an error: setHeader merges into either's writeHead.
-    if (admission.headers) for (const name in admission.headers) res.setHeader(name, admission.headers[name]!);
+    dispatch.rateLimitHeaders = admission.headers;
     try {
       await this.route(dispatch, res);
+    } catch (err: unknown) {
+      // An error answer tells the client its limits too; setHeader merges into sendError's
+      // writeHead. Only here: once one header is set so, Node sets every header of writeHead one
+      // by one, a cost a relayed answer does not pay (its writeHead carries them).
+      if (dispatch.rateLimitHeaders && !res.headersSent) for (const name in dispatch.rateLimitHeaders) res.setHeader(name, dispatch.rateLimitHeaders[name]!);
+      throw err;
     } finally {
       dispatch.slot?.release();
     }
@@ -208,7 +214,7 @@ export class Failover {
     }
     const { answer, target } = found;
     const upstreamIsStream = String(answer.headers['content-type'] ?? '').startsWith('text/event-stream');
-    this.writeHead(request, res, answer, target, dispatch.attempts.length, upstreamIsStream);
+    this.writeHead(dispatch, res, answer, target, upstreamIsStream);
     const relayed = this.resumable(request, resolution, answer, upstreamIsStream)
       ? await this.relayResumable(dispatch, res, found, targets)
       : await this.relay(request, res, answer, target, upstreamIsStream);
@@ -395,18 +401,13 @@ export class Failover {
   }
 
   /** The status line and headers of the committed answer, sent with its first chunk when it has one. */
-  private writeHead(
-    request: DispatchRequest,
-    res: ServerResponse,
-    answer: CommittableResponse,
-    target: CandidateView,
-    attemptCount: number,
-    upstreamIsStream: boolean,
-  ): void {
+  private writeHead(dispatch: Dispatch, res: ServerResponse, answer: CommittableResponse, target: CandidateView, upstreamIsStream: boolean): void {
     const headers = downstreamResponseHeaders(answer.headers);
-    headers['x-request-id'] = request.requestId;
+    headers['x-request-id'] = dispatch.request.requestId;
     headers['x-boo-candidate'] = target.id;
-    headers['x-boo-attempts'] = String(attemptCount);
+    headers['x-boo-attempts'] = String(dispatch.attempts.length);
+    const limits = dispatch.rateLimitHeaders;
+    if (limits) for (const name in limits) headers[name] = limits[name];
     res.writeHead(answer.status, headers);
     // A stream's head goes out at once, but with its first chunk when there is one: one write
     // and one segment to the client instead of two (the chunk is already here: nothing waits).
@@ -636,6 +637,8 @@ interface Dispatch {
   resumes: number;
   /** Corrects the tokens the rate limits charged once usage is known. */
   ticket: RateTicket | undefined;
+  /** OpenAI's `x-ratelimit-*` headers of the limits that admitted it, for its answer. */
+  rateLimitHeaders: Readonly<Record<string, string>> | undefined;
   /** The slot of the candidate answering, held until its relay ends. */
   slot: SlotHandle | undefined;
   /** The last pass over the candidates met one at its limit or answering 429: waiting may help. */

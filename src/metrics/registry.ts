@@ -63,6 +63,7 @@ export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
  */
 export function createGatewayMetrics(register: Registry, config: Config) {
   const registers = [register];
+  const slotsInUseReaders = new Set<() => ReadonlyMap<string, number>>();
   const metrics = {
     httpRequests: new BoundCounter({
       name: 'boo_http_requests_total',
@@ -187,6 +188,10 @@ export function createGatewayMetrics(register: Registry, config: Config) {
       help: "Requests of this replica holding a slot of the candidate (its or its provider's maxInFlight)",
       labelNames: ['candidate'] as const,
       registers,
+      // Read at scrape time: taking and freeing a slot, twice a request, touches no series.
+      collect() {
+        for (const read of slotsInUseReaders) for (const [candidate, count] of read()) this.labels(candidate).set(count);
+      },
     }),
     rateLimitRejections: new BoundCounter({
       name: 'boo_rate_limit_rejections_total',
@@ -223,6 +228,7 @@ export function createGatewayMetrics(register: Registry, config: Config) {
     capacityRejectionsOf: (virtualModel: string, reason: CapacityRejectionReason) => metrics.capacityRejections.labels(virtualModel, reason),
     rateLimitRejectionsOf: (scope: 'key' | 'source', name: string, dimension: 'requests' | 'tokens') =>
       metrics.rateLimitRejections.labels(scope, name, dimension),
+    readSlotsInUseFrom: (read: () => ReadonlyMap<string, number>) => void slotsInUseReaders.add(read),
   };
 
   const all = { ...metrics, ...bound };
