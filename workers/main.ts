@@ -42,8 +42,9 @@ async function main(): Promise<void> {
   if (env.DATABASE_URL) {
     db = createPostgresDatabase(env.DATABASE_URL, logger, {
       applicationName: 'boo-worker',
-      // Flush delay plus insert time must stay well under the job lock.
-      statementTimeoutMs: Math.min(10_000, Math.floor(env.BOO_WORKER_LOCK_MS / 3)),
+      // Not tied to the job lock: the worker renews its locks while a statement runs, so a slow
+      // batch is not taken over; this only bounds a statement that hangs.
+      statementTimeoutMs: 10_000,
     });
   } else {
     logger.warn('DATABASE_URL is unset: writing to the embedded store under BOO_DATA_DIR (one worker only)');

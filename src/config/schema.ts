@@ -260,8 +260,11 @@ export const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Queue name; tests give each run its own. */
   BOO_QUEUE: z.string().min(1).default('boo-dispatch-events'),
-  /** Worker: how long a job's lock lives without renewal; a killed worker's jobs are retried after about twice this. */
-  BOO_WORKER_LOCK_MS: z.coerce.number().int().min(1_000).default(30_000),
+  /**
+   * Worker: how long a job's lock lives without renewal (the worker renews it every half of this);
+   * a killed worker's jobs are back in the queue within this plus the stalled check's 2 s.
+   */
+  BOO_WORKER_LOCK_MS: z.coerce.number().int().min(1_000).default(5_000),
 });
 
 export type Env = z.infer<typeof envSchema>;
