@@ -66,7 +66,7 @@ interface PendingEvent {
  * re-implement: lock renewal while a batch waits, stalled-job recovery after a crash, retries with
  * backoff, the failed set, and a `close()` that waits for the jobs in hand. A job completes only
  * after its rows are committed; a crash or a failed batch before that redelivers the whole job,
- * and the rows already written are skipped by `ON CONFLICT (id) DO NOTHING`. A batch
+ * and the rows already written are skipped by `ON CONFLICT (id, created_at) DO NOTHING`. A batch
  * that fails because the database is unreachable is not failed: it is retried in place every
  * 500 ms with its jobs in hand (their locks renewed) until the database is back or the worker
  * closes; any other failure goes through the job's retries and backoff.

@@ -7,6 +7,7 @@ import { ConfigError, loadConfigFile, loadEnv } from '../src/config/load.js';
 import { handleShutdownSignals } from '../src/shared/shutdown-signals.js';
 import { createDispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
 import { migrate } from '../src/dispatch-log/migrate.js';
+import { maintainPartitions } from '../src/dispatch-log/partitions.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../src/dispatch-log/sql-database.js';
 import { createDispatchLogMetrics, createMetricsRegistry } from '../src/metrics/registry.js';
 import { createLogger, type Logger } from '../src/shared/logger.js';
@@ -24,6 +25,21 @@ async function migrateWithRetry(db: SqlDatabase, logger: Logger): Promise<void> 
       logger.warn({ err: errorMessage(err), retryInMs: delayMs }, 'worker: migration failed; retrying');
       await sleep(delayMs);
     }
+  }
+}
+
+/** How often the worker creates the coming days' partitions and drops the expired ones. */
+const partitionUpkeepMs = 3_600_000;
+
+/** One round of partition upkeep, logged; a failure is logged and counted, and the next round tries again. */
+async function runPartitionUpkeep(db: SqlDatabase, retentionDays: number, logger: Logger, onError: () => void): Promise<void> {
+  try {
+    const result = await maintainPartitions(db, { retentionDays });
+    if (result.created.length + result.dropped.length + result.deletedRows > 0)
+      logger.info({ ...result, retentionDays }, 'worker: dispatch log partitions maintained');
+  } catch (err: unknown) {
+    onError();
+    logger.error({ err: errorMessage(err) }, 'worker: partition upkeep failed; rows go to the DEFAULT partition until the next round');
   }
 }
 
@@ -80,10 +96,14 @@ async function main(): Promise<void> {
       for (const [state, count] of Object.entries(counts)) metrics.queueJobs.labels(state).set(count);
     },
   });
+  const upkeep = () => runPartitionUpkeep(db, env.BOO_LOG_RETENTION_DAYS, logger, () => metrics.errors.labels('partitions').inc());
+  await upkeep();
+  const upkeepTimer = setInterval(() => void upkeep(), partitionUpkeepMs).unref();
   await consumer.waitUntilReady();
   logger.info({ queue: env.BOO_QUEUE, metricsPort: server.port, store: db.kind, replica }, 'worker ready');
 
   finish = async () => {
+    clearInterval(upkeepTimer);
     await consumer.close();
     await Promise.allSettled([server.close(), queue.close()]);
     countsConnection.disconnect();

@@ -265,6 +265,8 @@ export const envSchema = z.object({
    * a killed worker's jobs are back in the queue within this plus the stalled check's 2 s.
    */
   BOO_WORKER_LOCK_MS: z.coerce.number().int().min(1_000).default(5_000),
+  /** Worker: days of `route_dispatch_log` kept before today (UTC); older daily partitions are dropped. */
+  BOO_LOG_RETENTION_DAYS: z.coerce.number().int().min(1).default(30),
 });
 
 export type Env = z.infer<typeof envSchema>;

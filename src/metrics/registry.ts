@@ -348,6 +348,6 @@ export function createDispatchLogMetrics(register: Registry) {
   };
   for (const result of ['ok', 'error']) metrics.batches.labels(result).inc(0);
   for (const state of ['waiting', 'active', 'delayed', 'failed']) metrics.queueJobs.labels(state).set(0);
-  for (const kind of ['insert', 'queue', 'connection']) metrics.errors.labels(kind).inc(0);
+  for (const kind of ['insert', 'queue', 'connection', 'partitions']) metrics.errors.labels(kind).inc(0);
   return metrics;
 }
