@@ -36,7 +36,11 @@ export interface EventSinkDeps {
 export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
   const { env, config, logger, metrics, register } = deps;
   const log = logger.child({ component: 'dispatch-log' });
-  const spool = await Spool.open({ directory: join(env.BOO_DATA_DIR, 'spool'), maxBytes: config.events.spoolMaxBytes });
+  const spool = await Spool.open({
+    directory: join(env.BOO_DATA_DIR, 'spool'),
+    maxBytes: config.events.spoolMaxBytes,
+    observeFsync: (seconds) => metrics.spoolFsyncSeconds.observe(seconds),
+  });
 
   if (env.REDIS_URL) {
     const probe = env.DATABASE_URL

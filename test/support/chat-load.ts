@@ -8,6 +8,8 @@ export interface ChatLoadResult {
   readonly failed: number;
   /** `performance.now()` when the last 200 arrived (0 when none did). */
   readonly lastOkAt: number;
+  /** The `x-request-id` of each 200: the requests whose dispatch must have a row. */
+  readonly okRequestIds: string[];
 }
 
 export interface ChatLoadOptions {
@@ -35,6 +37,7 @@ export async function runChatLoad(options: ChatLoadOptions): Promise<ChatLoadRes
   let ok = 0;
   let failed = 0;
   let lastOkAt = 0;
+  const okRequestIds: string[] = [];
   const lane = async () => {
     for (;;) {
       if (options.signal?.aborted || next >= options.total) return;
@@ -49,6 +52,7 @@ export async function runChatLoad(options: ChatLoadOptions): Promise<ChatLoadRes
         if (response.statusCode === 200) {
           ok++;
           lastOkAt = performance.now();
+          okRequestIds.push(String(response.headers['x-request-id']));
         } else {
           failed++;
         }
@@ -63,5 +67,5 @@ export async function runChatLoad(options: ChatLoadOptions): Promise<ChatLoadRes
   } finally {
     await pool.destroy();
   }
-  return { ok, failed, lastOkAt };
+  return { ok, failed, lastOkAt, okRequestIds };
 }
