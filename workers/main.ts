@@ -9,6 +9,7 @@ import { createDispatchLogRepository } from '../src/dispatch-log/dispatch-log-re
 import { migrate } from '../src/dispatch-log/migrate.js';
 import { maintainPartitions } from '../src/dispatch-log/partitions.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../src/dispatch-log/sql-database.js';
+import { checkRedisPersistence } from '../src/events/redis-persistence.js';
 import { createDispatchLogMetrics, createMetricsRegistry } from '../src/metrics/registry.js';
 import { createLogger, type Logger } from '../src/shared/logger.js';
 import { DispatchLogConsumer } from './dispatch-log-consumer.js';
@@ -100,6 +101,8 @@ async function main(): Promise<void> {
   await upkeep();
   const upkeepTimer = setInterval(() => void upkeep(), partitionUpkeepMs).unref();
   await consumer.waitUntilReady();
+  await queue.waitUntilReady();
+  await checkRedisPersistence(countsConnection, logger);
   logger.info({ queue: env.BOO_QUEUE, metricsPort: server.port, store: db.kind, replica }, 'worker ready');
 
   finish = async () => {

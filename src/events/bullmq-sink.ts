@@ -4,7 +4,8 @@ import { Redis } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
 import type { GatewayMetrics } from '../metrics/registry.js';
 import type { DispatchEvent } from './dispatch-event.js';
-import type { ComponentHealth, EventSink } from './event-sink.js';
+import type { BackingServicesHealth, ComponentHealth, EventSink } from './event-sink.js';
+import { checkRedisPersistence, type RedisPersistence } from './redis-persistence.js';
 import { dispatchJobs } from './dispatch-queue.js';
 import type { Spool } from './spool.js';
 import { errorMessage } from '../shared/error-message.js';
@@ -42,6 +43,7 @@ export class BullmqSink implements EventSink {
   readonly #redis: Redis;
   readonly #queue: Queue;
   #queueReady = false;
+  #redisPersistence: RedisPersistence | undefined;
   readonly #startedAt = Date.now();
   #buffer: DispatchEvent[] = [];
   #pumping: Promise<void> | undefined;
@@ -84,6 +86,8 @@ export class BullmqSink implements EventSink {
       () => {
         this.#queueReady = true;
         this.#kick();
+        // Once, at start: said loudly in the log and on /readyz when a Redis crash would lose queued events.
+        void checkRedisPersistence(this.#redis, logger).then((persistence) => (this.#redisPersistence = persistence));
       },
       (err: unknown) => logger.error({ err }, 'event queue: initialisation failed; events stay in the spool'),
     );
@@ -112,9 +116,13 @@ export class BullmqSink implements EventSink {
     }
   }
 
-  health(): { redis: ComponentHealth; database: ComponentHealth } {
+  health(): BackingServicesHealth {
     const redis = this.#isRedisUsable() && !this.#lastEnqueueFailed ? 'ok' : 'degraded';
-    return { redis, database: this.#options.databaseHealth?.() ?? 'embedded' };
+    return {
+      redis,
+      database: this.#options.databaseHealth?.() ?? 'embedded',
+      ...(this.#redisPersistence ? { redisPersistence: this.#redisPersistence } : {}),
+    };
   }
 
   /** Sends what is buffered to the queue, else to the spool (bounded by `timeoutMs`), then disconnects. */

@@ -1,0 +1,79 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { entryPoints, startBooProcess, startNodeProcess, type RunningProcess } from '../support/processes.js';
+import { createMigratedScratchDatabase } from '../support/scratch-database.js';
+import { startThrowawayRedis } from '../support/throwaway-redis.js';
+
+// Issue 20, Redis durability (docs/operations.md, "Redis durability"): a queued event lives only
+// in Redis until a worker commits it, so the gateway and the worker say loudly at start when
+// Redis would lose it in a crash, and /readyz says it too.
+
+const dir = mkdtempSync(join(tmpdir(), 'boo-issue-20-redis-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function startGateway(redisUrl: string, name: string): Promise<{ process: RunningProcess; url: string }> {
+  const gateway = startNodeProcess(entryPoints.gateway, {
+    PORT: '0',
+    HOST: '127.0.0.1',
+    BOO_CONFIG: join(process.cwd(), 'config/gateway.example.yaml'),
+    BOO_DATA_DIR: join(dir, name),
+    BOO_QUEUE: `issue-20-${randomUUID()}`,
+    REDIS_URL: redisUrl,
+    LOG_LEVEL: 'info',
+  });
+  const line = await gateway.waitForLine(/boo-gateway listening/, 20_000);
+  return { process: gateway, url: (JSON.parse(line) as { url: string }).url };
+}
+
+async function readyz(url: string): Promise<Record<string, unknown>> {
+  for (;;) {
+    const body = (await (await fetch(`${url}/readyz`)).json()) as Record<string, unknown>;
+    if ('redisPersistence' in body) return body;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('issue 20: Redis persistence, said at start', () => {
+  it('a Redis without persistence: the gateway and the worker log an error, /readyz says "none"', async () => {
+    const redis = await startThrowawayRedis({ appendOnly: false });
+    const scratch = await createMigratedScratchDatabase();
+    try {
+      const gateway = await startGateway(redis.url, 'none');
+      try {
+        expect(await readyz(gateway.url)).toMatchObject({ status: 'ready', redis: 'ok', redisPersistence: 'none' });
+        const line = await gateway.process.waitForLine(/REDIS HAS NO PERSISTENCE/);
+        expect(JSON.parse(line)).toMatchObject({ level: 50, redisPersistence: 'none' });
+      } finally {
+        await gateway.process.stop();
+      }
+      const worker = await startBooProcess({ kind: 'worker', env: { REDIS_URL: redis.url, DATABASE_URL: scratch.url, BOO_QUEUE: `issue-20-${randomUUID()}` } });
+      try {
+        expect(JSON.parse(await worker.waitForLine(/REDIS HAS NO PERSISTENCE/))).toMatchObject({ level: 50, process: 'worker' });
+      } finally {
+        await worker.stop();
+      }
+    } finally {
+      await scratch.drop();
+      await redis.cleanup();
+    }
+  }, 60_000);
+
+  it('a Redis with an append-only file: no warning, /readyz says "aof"', async () => {
+    const redis = await startThrowawayRedis({ appendOnly: true });
+    try {
+      const gateway = await startGateway(redis.url, 'aof');
+      try {
+        expect(await readyz(gateway.url)).toMatchObject({ redisPersistence: 'aof' });
+        await gateway.process.waitForLine(/Redis persists with an append-only file/);
+        expect(gateway.process.output()).not.toMatch(/NO PERSISTENCE|snapshots only|cannot read the persistence/);
+      } finally {
+        await gateway.process.stop();
+      }
+    } finally {
+      await redis.cleanup();
+    }
+  }, 60_000);
+});
