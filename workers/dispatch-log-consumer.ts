@@ -1,5 +1,5 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { EventBatcher } from '../src/dispatch-log/event-batcher.js';
 import type { DispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,12 +7,13 @@ import { recordFailedBatch, recordWrittenBatch, writeErrorKind } from '../src/di
 import { writeBatch } from '../src/dispatch-log/write-batch.js';
 import { errorMessage } from '../src/shared/error-message.js';
 import { dispatchEventSchema, type DispatchEvent } from '../src/events/dispatch-event.js';
+import { connectQueueRedis, queuePrefix, type QueueRedis } from '../src/events/queue-connection.js';
 import { dispatchJobBackoff, dispatchJobDataSchema, eventsOfJobData } from '../src/events/dispatch-queue.js';
 import type { DispatchLogMetrics } from '../src/metrics/registry.js';
 import type { Logger } from '../src/shared/logger.js';
 
+/** The consumer's settings; its Redis (one server or a cluster) comes beside them, as a `QueueRedis`. */
 export interface DispatchLogConsumerOptions {
-  redisUrl: string;
   queueName: string;
   repository: DispatchLogRepository;
   metrics: DispatchLogMetrics;
@@ -73,7 +74,7 @@ interface PendingEvent {
  */
 export class DispatchLogConsumer {
   readonly #options: DispatchLogConsumerOptions;
-  readonly #connection: Redis;
+  readonly #connection: Redis | Cluster;
   readonly #worker: Worker<unknown>;
   readonly #batcher: EventBatcher<PendingEvent>;
   readonly #concurrency: number;
@@ -83,7 +84,7 @@ export class DispatchLogConsumer {
   #closing = false;
   #closed: Promise<void> | undefined;
 
-  constructor(options: DispatchLogConsumerOptions) {
+  constructor(options: DispatchLogConsumerOptions & QueueRedis) {
     this.#options = options;
     const { logger, metrics } = options;
     this.#batcher = new EventBatcher<PendingEvent>({
@@ -95,10 +96,12 @@ export class DispatchLogConsumer {
     // small jobs (a lightly loaded gateway sends a few events per job) starve the batch.
     this.#concurrency = Math.max(50, Math.ceil((4 * options.batchSize) / options.eventsPerJob));
     // Workers need `maxRetriesPerRequest: null`: their blocking fetch must wait through reconnections.
-    this.#connection = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
+    this.#connection = connectQueueRedis(options, { maxRetriesPerRequest: null });
     this.#connection.on('error', (err: Error) => logger.debug({ err: err.message }, 'worker: redis connection error'));
+    const prefix = queuePrefix(options);
     this.#worker = new Worker(options.queueName, (job) => this.#process(job), {
       connection: this.#connection,
+      ...(prefix ? { prefix } : {}),
       concurrency: this.#concurrency,
       lockDuration: options.lockDurationMs,
       stalledInterval: Math.min(stalledIntervalMaxMs, Math.floor(options.lockDurationMs / 2)),

@@ -1,7 +1,6 @@
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { configPath } from '../src/config/config-path.js';
 import { ConfigError, loadConfigFile, loadEnv } from '../src/config/load.js';
 import { handleShutdownSignals } from '../src/shared/shutdown-signals.js';
@@ -10,6 +9,7 @@ import { migrate } from '../src/dispatch-log/migrate.js';
 import { maintainPartitions } from '../src/dispatch-log/partitions.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../src/dispatch-log/sql-database.js';
 import { checkRedisPersistence } from '../src/events/redis-persistence.js';
+import { connectQueueRedis, queuePrefix, queueRedisOf } from '../src/events/queue-connection.js';
 import { createDispatchLogMetrics, createMetricsRegistry } from '../src/metrics/registry.js';
 import { createLogger, type Logger } from '../src/shared/logger.js';
 import { DispatchLogConsumer } from './dispatch-log-consumer.js';
@@ -47,7 +47,8 @@ async function runPartitionUpkeep(db: SqlDatabase, retentionDays: number, logger
 async function main(): Promise<void> {
   const env = loadEnv(process.env);
   const logger = createLogger(env.LOG_LEVEL).child({ process: 'worker' });
-  if (!env.REDIS_URL) throw new ConfigError('environment', ['REDIS_URL: the worker consumes the BullMQ queue and needs Redis']);
+  const queueRedis = queueRedisOf(env);
+  if (!queueRedis) throw new ConfigError('environment', ['REDIS_URL: the worker consumes the BullMQ queue and needs Redis (or BOO_REDIS_CLUSTER)']);
   const config = loadConfigFile(configPath(env.BOO_CONFIG), process.env);
   const replica = env.BOO_REPLICA_ID ?? `${hostname()}-${process.pid}`;
 
@@ -72,7 +73,7 @@ async function main(): Promise<void> {
   const register = createMetricsRegistry(replica);
   const metrics = createDispatchLogMetrics(register);
   const consumer = new DispatchLogConsumer({
-    redisUrl: env.REDIS_URL,
+    ...queueRedis,
     queueName: env.BOO_QUEUE,
     repository: createDispatchLogRepository(db),
     metrics,
@@ -83,9 +84,10 @@ async function main(): Promise<void> {
     lockDurationMs: env.BOO_WORKER_LOCK_MS,
   });
   // Queue depth for /metrics, read on scrape through a connection that fails fast.
-  const countsConnection = new Redis(env.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 });
+  const countsConnection = connectQueueRedis(queueRedis, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 });
   countsConnection.on('error', () => metrics.errors.labels('connection').inc());
-  const queue = new Queue(env.BOO_QUEUE, { connection: countsConnection });
+  const prefix = queuePrefix(queueRedis);
+  const queue = new Queue(env.BOO_QUEUE, { connection: countsConnection, ...(prefix ? { prefix } : {}) });
   // Its errors are the connection's, counted by the listener above.
   queue.on('error', () => undefined);
   const server = await startMetricsServer({

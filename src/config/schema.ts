@@ -253,6 +253,14 @@ export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(4000),
   HOST: z.string().min(1).default('0.0.0.0'),
   REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }).optional(),
+  /**
+   * The dispatch event queue on a Redis Cluster: seed nodes as `host:port,host:port`. Takes the
+   * place of REDIS_URL for the queue only; breakers and capacity need a single Redis (REDIS_URL).
+   */
+  BOO_REDIS_CLUSTER: z
+    .string()
+    .regex(/^\s*[^,\s]+:\d{1,5}\s*(,\s*[^,\s]+:\d{1,5}\s*)*$/, { error: 'must be host:port[,host:port...]' })
+    .optional(),
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgres:// URL' }).optional(),
   BOO_DATA_DIR: z.string().min(1).default('./data'),
   BOO_REPLICA_ID: z.string().min(1).optional(),

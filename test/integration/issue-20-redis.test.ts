@@ -1,8 +1,15 @@
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startFakeProvider } from '../../simulator/fake-provider.js';
+import { runChatLoad } from '../support/chat-load.js';
+import { countRows, rowsAgainstSent, oneRowEach } from '../support/pipeline-fixtures.js';
+import { startThrowawayRedisCluster } from '../support/throwaway-redis-cluster.js';
+import { waitForValue } from '../support/wait-for.js';
 import { entryPoints, startBooProcess, startNodeProcess, type RunningProcess } from '../support/processes.js';
 import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { startThrowawayRedis } from '../support/throwaway-redis.js';
@@ -14,15 +21,16 @@ import { startThrowawayRedis } from '../support/throwaway-redis.js';
 const dir = mkdtempSync(join(tmpdir(), 'boo-issue-20-redis-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function startGateway(redisUrl: string, name: string): Promise<{ process: RunningProcess; url: string }> {
+async function startGateway(redisUrl: string, name: string, env: Record<string, string> = {}): Promise<{ process: RunningProcess; url: string }> {
   const gateway = startNodeProcess(entryPoints.gateway, {
     PORT: '0',
     HOST: '127.0.0.1',
     BOO_CONFIG: join(process.cwd(), 'config/gateway.example.yaml'),
     BOO_DATA_DIR: join(dir, name),
     BOO_QUEUE: `issue-20-${randomUUID()}`,
-    REDIS_URL: redisUrl,
+    ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
     LOG_LEVEL: 'info',
+    ...env,
   });
   const line = await gateway.waitForLine(/boo-gateway listening/, 20_000);
   return { process: gateway, url: (JSON.parse(line) as { url: string }).url };
@@ -77,3 +85,45 @@ describe('issue 20: Redis persistence, said at start', () => {
     }
   }, 60_000);
 });
+
+describe('issue 20: the dispatch log on a Redis Cluster', () => {
+  it('a gateway and a worker on a 3-node cluster (BOO_REDIS_CLUSTER, prefix {bull}): exactly N rows', async () => {
+    const cluster = await startThrowawayRedisCluster(3);
+    const scratch = await createMigratedScratchDatabase();
+    const upstream = await startFakeProvider({ name: 'a' });
+    const queue = `issue-20-${randomUUID()}`;
+    const config = join(dir, 'cluster.yaml');
+    writeFileSync(config, JSON.stringify({ providers: { a: { baseUrl: upstream.url } }, virtualModels: { 'auto:chat': { candidates: ['a/m1'] } } }));
+    const processes: RunningProcess[] = [];
+    try {
+      const env = { BOO_REDIS_CLUSTER: cluster.seeds, BOO_QUEUE: queue, BOO_CONFIG: config };
+      const gateway = await startGateway('', 'cluster', env);
+      processes.push(gateway.process);
+      expect(gateway.process.output()).toMatch(/breaker state and capacity slots are not shared on a cluster/);
+      processes.push(await startBooProcess({ kind: 'worker', env: { ...env, DATABASE_URL: scratch.url } }));
+      const { ok, failed, okRequestIds } = await runChatLoad({ url: gateway.url, model: 'auto:chat', total: 1_500, concurrency: 16 });
+      expect(failed).toBe(0);
+      await waitForValue(
+        () => countRows(scratch.db),
+        (count) => count.rows >= ok,
+        30_000,
+        `${ok} rows`,
+      );
+      expect(await rowsAgainstSent(scratch.db, okRequestIds)).toEqual(oneRowEach(okRequestIds));
+      // Every key of the queue sits in the slot of the hash tag, on one node.
+      const perNode = await Promise.all(cluster.ports.map(async (port) => (await runRedisCli(port, '--scan', '--pattern', `{bull}:${queue}:*`)).length));
+      expect(perNode.filter((keys) => keys > 0)).toHaveLength(1);
+    } finally {
+      for (const running of processes.reverse()) await running.stop();
+      await upstream.close();
+      await scratch.drop();
+      await cluster.cleanup();
+    }
+  }, 90_000);
+});
+
+/** Lines printed by `redis-cli -p <port> <args>`. */
+async function runRedisCli(port: number, ...args: string[]): Promise<string[]> {
+  const { stdout } = await promisify(execFile)('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args]);
+  return stdout.split('\n').filter((line) => line.trim() !== '');
+}
