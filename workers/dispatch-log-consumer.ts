@@ -1,8 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
 import { EventBatcher } from '../src/dispatch-log/event-batcher.js';
 import type { DispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { recordFailedBatch, recordWrittenBatch, writeErrorKind } from '../src/dispatch-log/batch-outcome.js';
 import { writeBatch } from '../src/dispatch-log/write-batch.js';
 import { errorMessage } from '../src/shared/error-message.js';
