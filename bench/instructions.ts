@@ -113,18 +113,33 @@ async function main(): Promise<void> {
       results.floor = await count(floor, join(dir, 'floor', 'callgrind.out'), headers);
       await floor.stop();
     }
-    if (wanted('gateway')) {
-      mkdirSync(join(dir, 'gateway'));
-      const redis = await startRedis(pinning, dir);
-      store = await prepareEventStore('redis', redis?.url ?? 'redis://127.0.0.1:6379', '');
-      const configPath = join(dir, 'gateway.yaml');
+    // `limited`: the same gateway with capacity on (slots, a line, a rate-limited key; see gatewayConfig).
+    for (const name of ['gateway', 'limited'] as const) {
+      if (!wanted(name)) continue;
+      mkdirSync(join(dir, name));
+      if (!store) {
+        const redis = await startRedis(pinning, dir);
+        store = await prepareEventStore('redis', redis?.url ?? 'redis://127.0.0.1:6379', '');
+      }
+      const configPath = join(dir, `${name}.yaml`);
       writeFileSync(
         configPath,
-        gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex'), { eventsFlushMs: testConfig().events.flushMs * valgrindSlowdown }),
+        gatewayConfig(mock.url, createHash('sha256').update(key).digest('hex'), {
+          eventsFlushMs: testConfig().events.flushMs * valgrindSlowdown,
+          limited: name === 'limited',
+        }),
       );
-      const env = { BOO_CONFIG: configPath, PORT: '0', LOG_LEVEL: 'info', BOO_DATA_DIR: join(dir, 'data'), BOO_REPLICA_ID: 'bench', ...store.env, ...vgdbEnv };
-      const gateway = await startGateway(pinning, join(repoRoot, 'dist', 'src', 'main.js'), env, dir, callgrind('gateway'));
-      results.gateway = await count(gateway, join(dir, 'gateway', 'callgrind.out'), headers);
+      const env = {
+        BOO_CONFIG: configPath,
+        PORT: '0',
+        LOG_LEVEL: 'info',
+        BOO_DATA_DIR: join(dir, `data-${name}`),
+        BOO_REPLICA_ID: `bench-${name}`,
+        ...store.env,
+        ...vgdbEnv,
+      };
+      const gateway = await startGateway(pinning, join(repoRoot, 'dist', 'src', 'main.js'), env, dir, { ...callgrind(name), name });
+      results[name] = await count(gateway, join(dir, name, 'callgrind.out'), headers);
       await gateway.stop();
     }
   } finally {

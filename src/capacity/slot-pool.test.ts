@@ -22,8 +22,8 @@ const m1 = { candidate: 'a/m1', provider: 'a' };
 const m2 = { candidate: 'a/m2', provider: 'a' };
 
 /** The slot of a try that must be synchronous and successful. */
-function taken(pool: SlotPool, target = m1, signal?: AbortSignal): SlotHandle {
-  const turn = pool.tryAcquire(target, signal);
+function taken(pool: SlotPool, target = m1): SlotHandle {
+  const turn = pool.tryAcquire(target);
   if (turn instanceof Promise) throw new Error('expected a synchronous answer');
   if (!turn.value) throw new Error('expected a slot');
   return turn.value;
@@ -114,16 +114,6 @@ describe('SlotPool without a store (per process)', () => {
     expect(pool.inUse('a/m1')).toBe(1);
     taken(pool);
     expect(refused(pool)).toBe(true);
-  });
-
-  it('releases the slot of a request whose client left', () => {
-    const { pool } = poolOf(configWith({ candidate: 1 }));
-    const controller = new AbortController();
-    const slot = taken(pool, m1, controller.signal);
-    controller.abort();
-    expect(slot.released).toBe(true);
-    taken(pool);
-    expect(taken(pool, { candidate: 'b/m', provider: 'b' }, AbortSignal.abort()).released).toBe(false);
   });
 
   it('takes back, and logs, a slot held past maxHoldMs', async () => {

@@ -87,39 +87,30 @@ interface Lease {
   /** Expired in the store before it was renewed: another replica may hold that slot now. */
   lost: boolean;
   holder: Slot | undefined;
-  linger: NodeJS.Timeout | undefined;
 }
 
 class Slot implements SlotHandle {
   released = false;
   readonly #onRelease: (slot: Slot) => void;
   readonly lease: Lease | undefined;
-  #signal: AbortSignal | undefined;
-  #onAbort: (() => void) | undefined;
 
   constructor(
     readonly candidate: string,
     lease: Lease | undefined,
     onRelease: (slot: Slot) => void,
-    signal: AbortSignal | undefined,
   ) {
     this.lease = lease;
     this.#onRelease = onRelease;
-    if (signal && lease) {
-      this.#signal = signal;
-      this.#onAbort = () => this.release();
-      signal.addEventListener('abort', this.#onAbort, { once: true });
-    }
   }
 
   release(): void {
     if (this.released) return;
     this.released = true;
-    if (this.#onAbort) this.#signal?.removeEventListener('abort', this.#onAbort);
-    this.#signal = undefined;
     this.#onRelease(this);
   }
 }
+
+const releaseNothing = () => undefined;
 
 const noLimits: readonly ScopeLimit[] = [];
 
@@ -164,8 +155,10 @@ export class SlotPool {
   readonly #wanted = new Map<string, number>();
   readonly #reclaims = new Set<{ scopes: ReadonlySet<string>; pending: Set<string>; done: (freed: boolean) => void }>();
   readonly #freedListeners = new Set<(freed: FreedSlot) => void>();
+  readonly #onRelease = (slot: Slot) => this.#released(slot);
   #sequence = 0;
   #timer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
   #started = false;
   #closed = false;
 
@@ -186,6 +179,8 @@ export class SlotPool {
     if (this.#started) return;
     this.#started = true;
     this.#timer = setInterval(() => this.#tick(), Math.max(50, Math.min(1_000, Math.floor(this.#leaseMs / 3)))).unref();
+    // A lease lingers between lingerMs and 1.25 × lingerMs.
+    this.#sweepTimer = setInterval(() => this.#sweepIdle(), Math.max(10, Math.floor(this.#lingerMs / 4))).unref();
     if (!this.#store) return;
     try {
       await this.#store.start(
@@ -219,13 +214,13 @@ export class SlotPool {
    * full. A target without limits always gets a slot (whose release does nothing). Synchronous
    * when the answer is known here (no limit, per-process counting, an idle lease of this
    * replica); otherwise one Redis round trip (a few more when idle leases elsewhere are reclaimed).
-   * `signal`: the slot is released when it aborts (the client left), so a forgotten slot cannot
-   * outlive its client. Never rejects: a store failure falls back to per-process counting.
+   * The caller releases the slot when its request ends, the client gone or not (maxHoldMs takes
+   * back a forgotten one). Never rejects: a store failure falls back to per-process counting.
    */
-  tryAcquire(target: SlotTarget, signal?: AbortSignal): Turn<SlotHandle> | Promise<Turn<SlotHandle>> {
+  tryAcquire(target: SlotTarget): Turn<SlotHandle> | Promise<Turn<SlotHandle>> {
     const scopes = this.#scopesOf(target);
-    if (scopes.length === 0) return { value: new Slot(target.candidate, undefined, () => undefined, undefined) };
-    if (!this.#shared()) return this.#takeLocal(target, scopes, signal);
+    if (scopes.length === 0) return { value: new Slot(target.candidate, undefined, releaseNothing) };
+    if (!this.#shared()) return this.#takeLocal(target, scopes);
     const signature = scopes.map(({ scope }) => scope).join('\n');
     const idle = this.#idle.get(target.candidate);
     if (idle) {
@@ -234,12 +229,10 @@ export class SlotPool {
         if (lease.signature !== signature || lease.lost) continue;
         idle.splice(i, 1);
         if (idle.length === 0) this.#idle.delete(target.candidate);
-        clearTimeout(lease.linger);
-        lease.linger = undefined;
-        return { value: this.#busyFor(lease, signal) };
+        return { value: this.#busyFor(lease) };
       }
     }
-    return this.#acquireShared(target, scopes, signal);
+    return this.#acquireShared(target, scopes);
   }
 
   #shared(): boolean {
@@ -266,9 +259,9 @@ export class SlotPool {
     return scopes;
   }
 
-  #takeLocal(target: SlotTarget, scopes: readonly ScopeLimit[], signal: AbortSignal | undefined): Turn<SlotHandle> {
+  #takeLocal(target: SlotTarget, scopes: readonly ScopeLimit[]): Turn<SlotHandle> {
     for (const { scope, limit } of scopes) if ((this.#busy.get(scope) ?? 0) >= limit) return {};
-    return { value: this.#busyFor(this.#lease('', target, scopes), signal) };
+    return { value: this.#busyFor(this.#lease('', target, scopes)) };
   }
 
   #lease(id: string, target: SlotTarget, scopes: readonly ScopeLimit[]): Lease {
@@ -284,19 +277,17 @@ export class SlotPool {
       since: this.#now(),
       lost: false,
       holder: undefined,
-      linger: undefined,
     };
   }
 
-  #busyFor(lease: Lease, signal: AbortSignal | undefined): Slot {
+  #busyFor(lease: Lease): Slot {
     lease.state = 'busy';
     lease.since = this.#now();
     for (const scope of lease.scopeNames) this.#busy.set(scope, (this.#busy.get(scope) ?? 0) + 1);
     this.#count(lease.candidate, 1);
     this.#active.add(lease);
-    const slot = new Slot(lease.candidate, lease, (released) => this.#released(released), signal);
+    const slot = new Slot(lease.candidate, lease, this.#onRelease);
     lease.holder = slot;
-    if (signal?.aborted) slot.release();
     return slot;
   }
 
@@ -307,7 +298,7 @@ export class SlotPool {
     this.#options.observer?.inUse(candidate, count);
   }
 
-  async #acquireShared(target: SlotTarget, scopes: readonly ScopeLimit[], signal: AbortSignal | undefined): Promise<Turn<SlotHandle>> {
+  async #acquireShared(target: SlotTarget, scopes: readonly ScopeLimit[]): Promise<Turn<SlotHandle>> {
     const store = this.#store!;
     const id = `${store.instance}:${++this.#sequence}`;
     try {
@@ -333,10 +324,10 @@ export class SlotPool {
         return {};
       }
       this.#held.set(id, lease);
-      return { value: this.#busyFor(lease, signal) };
+      return { value: this.#busyFor(lease) };
     } catch (err: unknown) {
       this.#options.logger.warn({ err: errorMessage(err), candidate: target.candidate }, 'slots: redis lease failed; counting this request per process');
-      return this.#takeLocal(target, scopes, signal);
+      return this.#takeLocal(target, scopes);
     }
   }
 
@@ -400,7 +391,7 @@ export class SlotPool {
     else this.#idle.set(lease.candidate, [lease]);
     // A waiter of this replica may take it now, synchronously, from the idle list.
     this.#emitFreed(lease.candidate, lease.provider);
-    if (lease.state === 'idle') lease.linger = setTimeout(() => void this.#giveBack(lease), this.#lingerMs).unref();
+    // Given back by #sweepIdle once it has lingered lingerMs: one timer for all, not one a request.
   }
 
   #isWanted(scopes: readonly string[]): boolean {
@@ -408,6 +399,15 @@ export class SlotPool {
     const now = this.#now();
     for (const scope of scopes) if ((this.#wanted.get(scope) ?? 0) > now) return true;
     return false;
+  }
+
+  /** Gives back the idle leases that lingered lingerMs; each candidate's list is oldest first. */
+  #sweepIdle(): void {
+    const oldest = this.#now() - this.#lingerMs;
+    for (const leases of this.#idle.values()) {
+      const expired = leases.findIndex((lease) => lease.since > oldest);
+      for (const lease of leases.slice(0, expired === -1 ? leases.length : expired)) void this.#giveBack(lease);
+    }
   }
 
   /** Gives a lease back to the store (announcing it freed) and forgets it. Never rejects. */
@@ -420,8 +420,6 @@ export class SlotPool {
         if (idle.length === 0) this.#idle.delete(lease.candidate);
       }
     }
-    clearTimeout(lease.linger);
-    lease.linger = undefined;
     lease.state = 'gone';
     this.#held.delete(lease.id);
     if (!this.#store?.available) return;
@@ -490,7 +488,6 @@ export class SlotPool {
     // Idle leases cannot be given back now; they expire by themselves.
     for (const leases of this.#idle.values()) {
       for (const lease of leases) {
-        clearTimeout(lease.linger);
         lease.state = 'gone';
         this.#held.delete(lease.id);
       }
@@ -532,6 +529,7 @@ export class SlotPool {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
+    clearInterval(this.#sweepTimer);
     for (const reclaim of this.#reclaims) reclaim.done(false);
     const held = [...this.#held.values()];
     await Promise.all(held.map((lease) => this.#giveBack(lease)));

@@ -254,7 +254,7 @@ export class Failover {
               retryAt = Math.min(retryAt ?? until, until);
               continue;
             }
-            let turn = capacity.slots.tryAcquire({ candidate: target.id, provider: target.provider }, signal);
+            let turn = capacity.slots.tryAcquire({ candidate: target.id, provider: target.provider });
             if (turn instanceof Promise) turn = await turn;
             if (turn.value) {
               chosen = target;
@@ -331,7 +331,7 @@ export class Failover {
       }
       const slotTarget = { candidate: target.id, provider: target.provider };
       if (slot === undefined && capacity.slots.isLimited(slotTarget)) {
-        let turn = capacity.slots.tryAcquire(slotTarget, request.client.clientSignal);
+        let turn = capacity.slots.tryAcquire(slotTarget);
         if (turn instanceof Promise) turn = await turn;
         if (turn.value === undefined) {
           dispatch.busy = true;

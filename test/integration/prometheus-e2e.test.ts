@@ -69,6 +69,8 @@ describe('Prometheus over a live gateway and worker', () => {
       },
       breaker: { errorThresholdPercentage: 50, volumeThreshold: 3, rollingCountTimeoutMs: 10_000, resetTimeoutMs: 2_000 },
       healthCheck: { intervalMs: 1_000, timeoutMs: 500 },
+      // A source allowed two requests a minute: the burst below is refused by its rate limit.
+      limits: { sources: { 'e2e-burst': { requestsPerMinute: 2 } } },
     };
     const configPath = join(dir, 'gateway.yaml');
     await writeFile(configPath, stringifyYaml(config));
@@ -108,6 +110,19 @@ describe('Prometheus over a live gateway and worker', () => {
       durationMs: 4_000,
       streamShare: 0.5,
     });
+    const burst = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        fetch(`${gatewayUrl}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-boo-source': 'e2e-burst' },
+          body: JSON.stringify({ model: 'auto:chat', messages: [{ role: 'user', content: 'hi' }] }),
+        }).then(async (response) => {
+          await response.arrayBuffer();
+          return response.status;
+        }),
+      ),
+    );
+    expect(burst.filter((status) => status === 429)).toHaveLength(2);
     // Counters moved in Prometheus' view, and the worker wrote rows: the pipeline is live end to end.
     await until(
       'failovers and inserted events scraped',
