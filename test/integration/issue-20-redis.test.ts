@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startFakeProvider } from '../../simulator/fake-provider.js';
 import { runChatLoad } from '../support/chat-load.js';
-import { countRows, rowsAgainstSent, oneRowEach } from '../support/pipeline-fixtures.js';
+import { countRows, createTestSink, oneRowEach, publishSteadily, rowsAgainstSent, waitForQueueDrained } from '../support/pipeline-fixtures.js';
 import { startThrowawayRedisCluster } from '../support/throwaway-redis-cluster.js';
 import { waitForValue } from '../support/wait-for.js';
 import { entryPoints, startBooProcess, startNodeProcess, type RunningProcess } from '../support/processes.js';
@@ -84,6 +84,47 @@ describe('issue 20: Redis persistence, said at start', () => {
       await redis.cleanup();
     }
   }, 60_000);
+});
+
+describe('issue 20: a Redis crash after a worker crash', () => {
+  it('with an append-only file: a worker SIGKILLed, then Redis SIGKILLed and restarted, exactly N rows', async () => {
+    const redis = await startThrowawayRedis({ appendOnly: true });
+    const scratch = await createMigratedScratchDatabase();
+    const queue = `issue-20-${randomUUID()}`;
+    const { sink, spoolDir } = await createTestSink(redis.url, queue);
+    const workerEnv = { REDIS_URL: redis.url, DATABASE_URL: scratch.url, BOO_QUEUE: queue };
+    const workers: RunningProcess[] = [];
+    try {
+      workers.push(await startBooProcess({ kind: 'worker', env: workerEnv }));
+      const traffic = publishSteadily((event) => sink.publish(event), 6_000, 2_000);
+      await waitForValue(
+        () => countRows(scratch.db),
+        (count) => count.rows > 0,
+        20_000,
+        'the first rows',
+      );
+      await workers[0]!.stop(0, 'SIGKILL');
+      // Jobs still queued and jobs the killed worker held exist only in Redis now.
+      await redis.kill();
+      await redis.start();
+      const sent = await traffic;
+      workers.push(await startBooProcess({ kind: 'worker', env: workerEnv }));
+      await waitForValue(
+        () => countRows(scratch.db),
+        (count) => count.rows >= sent.length,
+        30_000,
+        `${sent.length} rows`,
+      );
+      await waitForQueueDrained(redis.url, queue);
+      expect(await rowsAgainstSent(scratch.db, sent)).toEqual(oneRowEach(sent));
+    } finally {
+      await sink.close();
+      for (const worker of workers) await worker.stop(0, 'SIGKILL');
+      rmSync(spoolDir, { recursive: true, force: true });
+      await scratch.drop();
+      await redis.cleanup();
+    }
+  }, 90_000);
 });
 
 describe('issue 20: the dispatch log on a Redis Cluster', () => {
