@@ -14,6 +14,7 @@ import { BullmqSink } from './events/bullmq-sink.js';
 import type { ComponentHealth, EventSink } from './events/event-sink.js';
 import { InProcessSink } from './events/in-process-sink.js';
 import { Spool } from './events/spool.js';
+import { queueRedisOf } from './events/queue-connection.js';
 import { errorMessage } from './shared/error-message.js';
 
 export interface EventSinkDeps {
@@ -36,14 +37,19 @@ export interface EventSinkDeps {
 export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
   const { env, config, logger, metrics, register } = deps;
   const log = logger.child({ component: 'dispatch-log' });
-  const spool = await Spool.open({ directory: join(env.BOO_DATA_DIR, 'spool'), maxBytes: config.events.spoolMaxBytes });
+  const spool = await Spool.open({
+    directory: join(env.BOO_DATA_DIR, 'spool'),
+    maxBytes: config.events.spoolMaxBytes,
+    observeFsync: (seconds) => metrics.spoolFsyncSeconds.observe(seconds),
+  });
 
-  if (env.REDIS_URL) {
+  const queueRedis = queueRedisOf(env);
+  if (queueRedis) {
     const probe = env.DATABASE_URL
       ? startDatabaseProbe(createPostgresDatabase(env.DATABASE_URL, log, { maxConnections: 1, applicationName: 'boo-gateway-probe' }), log)
       : undefined;
     const sink = new BullmqSink({
-      redisUrl: env.REDIS_URL,
+      ...queueRedis,
       queueName: env.BOO_QUEUE,
       spool,
       metrics,

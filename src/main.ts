@@ -26,6 +26,11 @@ async function main(): Promise<void> {
     ...(env.REDIS_URL ? { breakerStore: new RedisBreakerStateStore({ url: env.REDIS_URL, logger: logger.child({ component: 'breakers' }) }) } : {}),
     redisUrl: env.REDIS_URL,
   });
+  if (env.BOO_REDIS_CLUSTER && !env.REDIS_URL) {
+    logger.warn(
+      'BOO_REDIS_CLUSTER: dispatch events go through the Redis Cluster, but breaker state and capacity slots are not shared on a cluster; without REDIS_URL (a single Redis) each replica keeps its own',
+    );
+  }
   logger.info({ url: gateway.url, config: path, replica }, 'boo-gateway listening');
 
   const reload = (why: string) => {

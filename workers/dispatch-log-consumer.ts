@@ -1,17 +1,19 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { EventBatcher } from '../src/dispatch-log/event-batcher.js';
 import type { DispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
-import { recordFailedBatch, recordWrittenBatch } from '../src/dispatch-log/batch-outcome.js';
+import { recordFailedBatch, recordWrittenBatch, writeErrorKind } from '../src/dispatch-log/batch-outcome.js';
 import { writeBatch } from '../src/dispatch-log/write-batch.js';
 import { errorMessage } from '../src/shared/error-message.js';
 import { dispatchEventSchema, type DispatchEvent } from '../src/events/dispatch-event.js';
+import { connectQueueRedis, queuePrefix, type QueueRedis } from '../src/events/queue-connection.js';
 import { dispatchJobBackoff, dispatchJobDataSchema, eventsOfJobData } from '../src/events/dispatch-queue.js';
 import type { DispatchLogMetrics } from '../src/metrics/registry.js';
 import type { Logger } from '../src/shared/logger.js';
 
+/** The consumer's settings; its Redis (one server or a cluster) comes beside them, as a `QueueRedis`. */
 export interface DispatchLogConsumerOptions {
-  redisUrl: string;
   queueName: string;
   repository: DispatchLogRepository;
   metrics: DispatchLogMetrics;
@@ -21,9 +23,26 @@ export interface DispatchLogConsumerOptions {
   batchMaxWaitMs: number;
   /** Events the producer packs into one job (`events.eventsPerJob`): sizes the worker's concurrency. */
   eventsPerJob: number;
-  /** Job lock; a killed worker's jobs go back to the queue after about twice this. */
+  /**
+   * Job lock. BullMQ renews it every half of this while the job is in hand, however long its batch
+   * takes; a killed worker's jobs go back to the queue at the first stalled check after it expires.
+   */
   lockDurationMs: number;
 }
+
+/**
+ * How often every worker looks for jobs whose lock expired (a killed worker's): with the lock
+ * they bound the recovery, lock + this (7 s at the 5 s default). A check is one short Lua script,
+ * so 2 s costs Redis nothing worth counting.
+ */
+const stalledIntervalMaxMs = 2_000;
+
+/**
+ * Pause between attempts to write a batch while the database is unreachable. The batch and its
+ * jobs stay in hand (locks renewed) rather than going through the job's backoff, which had grown
+ * to many seconds by the time a long outage ended: rows resume within this of Postgres's return.
+ */
+const databaseRetryMs = 500;
 
 /** A job in hand: it completes when its last event is committed, fails when any of its batches fails. */
 interface PendingJob {
@@ -48,19 +67,24 @@ interface PendingEvent {
  * re-implement: lock renewal while a batch waits, stalled-job recovery after a crash, retries with
  * backoff, the failed set, and a `close()` that waits for the jobs in hand. A job completes only
  * after its rows are committed; a crash or a failed batch before that redelivers the whole job,
- * and the rows already written are skipped by `ON CONFLICT (id) DO NOTHING`.
+ * and the rows already written are skipped by `ON CONFLICT (id, created_at) DO NOTHING`. A batch
+ * that fails because the database is unreachable is not failed: it is retried in place every
+ * 500 ms with its jobs in hand (their locks renewed) until the database is back or the worker
+ * closes; any other failure goes through the job's retries and backoff.
  */
 export class DispatchLogConsumer {
   readonly #options: DispatchLogConsumerOptions;
-  readonly #connection: Redis;
+  readonly #connection: Redis | Cluster;
   readonly #worker: Worker<unknown>;
   readonly #batcher: EventBatcher<PendingEvent>;
   readonly #concurrency: number;
   /** Jobs whose processor has not settled yet. */
   #jobsInHand = 0;
+  #databaseDown = false;
+  #closing = false;
   #closed: Promise<void> | undefined;
 
-  constructor(options: DispatchLogConsumerOptions) {
+  constructor(options: DispatchLogConsumerOptions & QueueRedis) {
     this.#options = options;
     const { logger, metrics } = options;
     this.#batcher = new EventBatcher<PendingEvent>({
@@ -72,13 +96,15 @@ export class DispatchLogConsumer {
     // small jobs (a lightly loaded gateway sends a few events per job) starve the batch.
     this.#concurrency = Math.max(50, Math.ceil((4 * options.batchSize) / options.eventsPerJob));
     // Workers need `maxRetriesPerRequest: null`: their blocking fetch must wait through reconnections.
-    this.#connection = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
+    this.#connection = connectQueueRedis(options, { maxRetriesPerRequest: null });
     this.#connection.on('error', (err: Error) => logger.debug({ err: err.message }, 'worker: redis connection error'));
+    const prefix = queuePrefix(options);
     this.#worker = new Worker(options.queueName, (job) => this.#process(job), {
       connection: this.#connection,
+      ...(prefix ? { prefix } : {}),
       concurrency: this.#concurrency,
       lockDuration: options.lockDurationMs,
-      stalledInterval: options.lockDurationMs,
+      stalledInterval: Math.min(stalledIntervalMaxMs, Math.floor(options.lockDurationMs / 2)),
       // A job that was active in a worker killed several times in a row is suspect; it goes to the failed set.
       maxStalledCount: 3,
       settings: { backoffStrategy: (attemptsMade: number) => dispatchJobBackoff(attemptsMade) },
@@ -103,6 +129,7 @@ export class DispatchLogConsumer {
   /** Stops fetching, writes the batch in hand, waits for its jobs to complete, disconnects. Idempotent. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      this.#closing = true;
       const closing = this.#worker.close();
       // The jobs in hand wait for their batch: write it now rather than at the end of its age window.
       this.#batcher.flush();
@@ -150,21 +177,33 @@ export class DispatchLogConsumer {
   async #flush(batch: PendingEvent[]): Promise<void> {
     const { logger, metrics, repository } = this.#options;
     const events = batch.map((pending) => pending.event);
-    const started = performance.now();
-    try {
-      const result = await writeBatch(repository, events);
-      recordWrittenBatch(metrics, logger, events, result, (performance.now() - started) / 1000);
-      for (const { job } of batch) {
-        job.remaining -= 1;
-        if (job.remaining === 0) job.resolve();
+    for (;;) {
+      const started = performance.now();
+      try {
+        const result = await writeBatch(repository, events);
+        recordWrittenBatch(metrics, logger, events, result, (performance.now() - started) / 1000);
+        if (this.#databaseDown) logger.info('worker: database reachable again; writing the batches in hand');
+        this.#databaseDown = false;
+        for (const { job } of batch) {
+          job.remaining -= 1;
+          if (job.remaining === 0) job.resolve();
+        }
+        return;
+      } catch (err: unknown) {
+        // The database was migrated before the worker took its first job: it is ready.
+        recordFailedBatch(metrics, err, true);
+        if (writeErrorKind(err, true) === 'connection' && !this.#closing) {
+          if (!this.#databaseDown) logger.warn({ err: errorMessage(err) }, 'worker: database unreachable; holding the batches in hand and retrying');
+          this.#databaseDown = true;
+          await sleep(databaseRetryMs);
+          continue;
+        }
+        logger.warn({ err: errorMessage(err), events: batch.length }, 'worker: batch insert failed; its jobs will be retried');
+        const failure = err instanceof Error ? err : new Error(String(err));
+        // The job is retried whole; its events in other batches may still land, and the redelivery skips them.
+        for (const job of new Set(batch.map((pending) => pending.job))) job.reject(failure);
+        return;
       }
-    } catch (err: unknown) {
-      // The database was migrated before the worker took its first job: it is ready.
-      recordFailedBatch(metrics, err, true);
-      logger.warn({ err: errorMessage(err), events: batch.length }, 'worker: batch insert failed; its jobs will be retried');
-      const failure = err instanceof Error ? err : new Error(String(err));
-      // The job is retried whole; its events in other batches may still land, and the redelivery skips them.
-      for (const job of new Set(batch.map((pending) => pending.job))) job.reject(failure);
     }
   }
 }

@@ -1,13 +1,15 @@
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { configPath } from '../src/config/config-path.js';
 import { ConfigError, loadConfigFile, loadEnv } from '../src/config/load.js';
 import { handleShutdownSignals } from '../src/shared/shutdown-signals.js';
 import { createDispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
 import { migrate } from '../src/dispatch-log/migrate.js';
+import { maintainPartitions } from '../src/dispatch-log/partitions.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../src/dispatch-log/sql-database.js';
+import { checkRedisPersistence } from '../src/events/redis-persistence.js';
+import { connectQueueRedis, queuePrefix, queueRedisOf } from '../src/events/queue-connection.js';
 import { createDispatchLogMetrics, createMetricsRegistry } from '../src/metrics/registry.js';
 import { createLogger, type Logger } from '../src/shared/logger.js';
 import { DispatchLogConsumer } from './dispatch-log-consumer.js';
@@ -27,10 +29,26 @@ async function migrateWithRetry(db: SqlDatabase, logger: Logger): Promise<void> 
   }
 }
 
+/** How often the worker creates the coming days' partitions and drops the expired ones. */
+const partitionUpkeepMs = 3_600_000;
+
+/** One round of partition upkeep, logged; a failure is logged and counted, and the next round tries again. */
+async function runPartitionUpkeep(db: SqlDatabase, retentionDays: number, logger: Logger, onError: () => void): Promise<void> {
+  try {
+    const result = await maintainPartitions(db, { retentionDays });
+    if (result.created.length + result.dropped.length + result.deletedRows > 0)
+      logger.info({ ...result, retentionDays }, 'worker: dispatch log partitions maintained');
+  } catch (err: unknown) {
+    onError();
+    logger.error({ err: errorMessage(err) }, 'worker: partition upkeep failed; rows go to the DEFAULT partition until the next round');
+  }
+}
+
 async function main(): Promise<void> {
   const env = loadEnv(process.env);
   const logger = createLogger(env.LOG_LEVEL).child({ process: 'worker' });
-  if (!env.REDIS_URL) throw new ConfigError('environment', ['REDIS_URL: the worker consumes the BullMQ queue and needs Redis']);
+  const queueRedis = queueRedisOf(env);
+  if (!queueRedis) throw new ConfigError('environment', ['REDIS_URL: the worker consumes the BullMQ queue and needs Redis (or BOO_REDIS_CLUSTER)']);
   const config = loadConfigFile(configPath(env.BOO_CONFIG), process.env);
   const replica = env.BOO_REPLICA_ID ?? `${hostname()}-${process.pid}`;
 
@@ -42,8 +60,9 @@ async function main(): Promise<void> {
   if (env.DATABASE_URL) {
     db = createPostgresDatabase(env.DATABASE_URL, logger, {
       applicationName: 'boo-worker',
-      // Flush delay plus insert time must stay well under the job lock.
-      statementTimeoutMs: Math.min(10_000, Math.floor(env.BOO_WORKER_LOCK_MS / 3)),
+      // Not tied to the job lock: the worker renews its locks while a statement runs, so a slow
+      // batch is not taken over; this only bounds a statement that hangs.
+      statementTimeoutMs: 10_000,
     });
   } else {
     logger.warn('DATABASE_URL is unset: writing to the embedded store under BOO_DATA_DIR (one worker only)');
@@ -54,7 +73,7 @@ async function main(): Promise<void> {
   const register = createMetricsRegistry(replica);
   const metrics = createDispatchLogMetrics(register);
   const consumer = new DispatchLogConsumer({
-    redisUrl: env.REDIS_URL,
+    ...queueRedis,
     queueName: env.BOO_QUEUE,
     repository: createDispatchLogRepository(db),
     metrics,
@@ -65,9 +84,10 @@ async function main(): Promise<void> {
     lockDurationMs: env.BOO_WORKER_LOCK_MS,
   });
   // Queue depth for /metrics, read on scrape through a connection that fails fast.
-  const countsConnection = new Redis(env.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 });
+  const countsConnection = connectQueueRedis(queueRedis, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 });
   countsConnection.on('error', () => metrics.errors.labels('connection').inc());
-  const queue = new Queue(env.BOO_QUEUE, { connection: countsConnection });
+  const prefix = queuePrefix(queueRedis);
+  const queue = new Queue(env.BOO_QUEUE, { connection: countsConnection, ...(prefix ? { prefix } : {}) });
   // Its errors are the connection's, counted by the listener above.
   queue.on('error', () => undefined);
   const server = await startMetricsServer({
@@ -79,10 +99,16 @@ async function main(): Promise<void> {
       for (const [state, count] of Object.entries(counts)) metrics.queueJobs.labels(state).set(count);
     },
   });
+  const upkeep = () => runPartitionUpkeep(db, env.BOO_LOG_RETENTION_DAYS, logger, () => metrics.errors.labels('partitions').inc());
+  await upkeep();
+  const upkeepTimer = setInterval(() => void upkeep(), partitionUpkeepMs).unref();
   await consumer.waitUntilReady();
+  await queue.waitUntilReady();
+  await checkRedisPersistence(countsConnection, logger);
   logger.info({ queue: env.BOO_QUEUE, metricsPort: server.port, store: db.kind, replica }, 'worker ready');
 
   finish = async () => {
+    clearInterval(upkeepTimer);
     await consumer.close();
     await Promise.allSettled([server.close(), queue.close()]);
     countsConnection.disconnect();

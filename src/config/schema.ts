@@ -253,6 +253,14 @@ export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(4000),
   HOST: z.string().min(1).default('0.0.0.0'),
   REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }).optional(),
+  /**
+   * The dispatch event queue on a Redis Cluster: seed nodes as `host:port,host:port`. Takes the
+   * place of REDIS_URL for the queue only; breakers and capacity need a single Redis (REDIS_URL).
+   */
+  BOO_REDIS_CLUSTER: z
+    .string()
+    .regex(/^\s*[^,\s]+:\d{1,5}\s*(,\s*[^,\s]+:\d{1,5}\s*)*$/, { error: 'must be host:port[,host:port...]' })
+    .optional(),
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgres:// URL' }).optional(),
   BOO_DATA_DIR: z.string().min(1).default('./data'),
   BOO_REPLICA_ID: z.string().min(1).optional(),
@@ -260,8 +268,13 @@ export const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Queue name; tests give each run its own. */
   BOO_QUEUE: z.string().min(1).default('boo-dispatch-events'),
-  /** Worker: how long a job's lock lives without renewal; a killed worker's jobs are retried after about twice this. */
-  BOO_WORKER_LOCK_MS: z.coerce.number().int().min(1_000).default(30_000),
+  /**
+   * Worker: how long a job's lock lives without renewal (the worker renews it every half of this);
+   * a killed worker's jobs are back in the queue within this plus the stalled check's 2 s.
+   */
+  BOO_WORKER_LOCK_MS: z.coerce.number().int().min(1_000).default(5_000),
+  /** Worker: days of `route_dispatch_log` kept before today (UTC); older daily partitions are dropped. */
+  BOO_LOG_RETENTION_DAYS: z.coerce.number().int().min(1).default(30),
 });
 
 export type Env = z.infer<typeof envSchema>;

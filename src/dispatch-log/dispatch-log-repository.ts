@@ -4,8 +4,8 @@ import type { PgliteDatabase, SqlDatabase } from './sql-database.js';
 /** Writes dispatch events to `route_dispatch_log`. */
 export interface DispatchLogRepository {
   /**
-   * Inserts a batch in one statement, idempotent on `id`: events whose row already exists (a
-   * redelivery) are skipped. Resolves once committed, with the number of new rows.
+   * Inserts a batch in one statement, idempotent on the key `(id, created_at)` (both fixed at the
+   * gateway): events whose row already exists (a redelivery) are skipped. Resolves once committed, with the number of new rows.
    * @throws the driver's error; the whole batch is then not written (one statement, one commit).
    */
   insertBatch(events: readonly DispatchEvent[]): Promise<number>;
@@ -33,7 +33,7 @@ FROM json_to_recordset($1::text::json) AS r(
   requested_model text, attempts json, ttfb_ms int, stream boolean, prompt_tokens int,
   completion_tokens int, replica text, endpoint text, resumes int, queued_ms int, key_name text
 )
-ON CONFLICT (id) DO NOTHING`;
+ON CONFLICT (id, created_at) DO NOTHING`;
 
 /** The repository over Postgres or PGlite (both speak the same SQL). */
 export function createDispatchLogRepository(db: SqlDatabase): DispatchLogRepository {
@@ -76,7 +76,7 @@ export function toCopyText(events: readonly DispatchEvent[]): string {
 
 /**
  * Writes rows in COPY's text format (`toCopyText`) to `route_dispatch_log` on PGlite,
- * idempotent on `id` like `insertBatch`. COPY costs PGlite about 21 µs a row where the
+ * idempotent on `(id, created_at)` like `insertBatch`. COPY costs PGlite about 21 µs a row where the
  * json_to_recordset statement costs 39 (measured, 1,000-row batches): half of that is parsing
  * the JSON in WASM. COPY has no ON CONFLICT, so a batch that meets a row already there (a replay
  * after a crash) goes again through a temporary table, skipping those rows.
@@ -94,7 +94,7 @@ export async function copyDispatchLog(db: PgliteDatabase, text: string): Promise
     TRUNCATE route_dispatch_log_incoming`);
   await db.copyFrom(`COPY route_dispatch_log_incoming (${copyColumns}) FROM '/dev/blob'`, text);
   const { count } = await db.query(
-    `INSERT INTO route_dispatch_log (${copyColumns}) SELECT ${copyColumns} FROM route_dispatch_log_incoming ON CONFLICT (id) DO NOTHING`,
+    `INSERT INTO route_dispatch_log (${copyColumns}) SELECT ${copyColumns} FROM route_dispatch_log_incoming ON CONFLICT (id, created_at) DO NOTHING`,
   );
   await db.exec('TRUNCATE route_dispatch_log_incoming');
   return count;

@@ -58,6 +58,9 @@ export async function migrate(db: SqlDatabase, logger: Logger, directory: string
   const migrations = readMigrations(directory);
   return db.withSession(async (session) => {
     await session.query('SELECT pg_advisory_lock($1)', [migrationLockKey]);
+    // A migration may copy a whole table (010): no statement bound while migrating (the
+    // connection's own comes back with RESET).
+    await session.exec('SET statement_timeout = 0');
     try {
       await session.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
         version int PRIMARY KEY,
@@ -83,6 +86,7 @@ export async function migrate(db: SqlDatabase, logger: Logger, directory: string
       }
       return applied;
     } finally {
+      await session.exec('RESET statement_timeout');
       await session.query('SELECT pg_advisory_unlock($1)', [migrationLockKey]);
     }
   });

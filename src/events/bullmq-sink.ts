@@ -1,16 +1,18 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
 import type { GatewayMetrics } from '../metrics/registry.js';
 import type { DispatchEvent } from './dispatch-event.js';
-import type { ComponentHealth, EventSink } from './event-sink.js';
+import type { BackingServicesHealth, ComponentHealth, EventSink } from './event-sink.js';
+import { checkRedisPersistence, type RedisPersistence } from './redis-persistence.js';
+import { connectQueueRedis, queuePrefix, type QueueRedis } from './queue-connection.js';
 import { dispatchJobs } from './dispatch-queue.js';
 import type { Spool } from './spool.js';
 import { errorMessage } from '../shared/error-message.js';
 
+/** The sink's settings; its Redis (one server or a cluster) comes beside them, as a {@link QueueRedis}. */
 export interface BullmqSinkOptions {
-  redisUrl: string;
   queueName: string;
   /** Where events go while Redis is unreachable or slow; replayed in order when it is back. */
   spool: Spool;
@@ -39,9 +41,10 @@ export interface BullmqSinkOptions {
  */
 export class BullmqSink implements EventSink {
   readonly #options: Required<Omit<BullmqSinkOptions, 'databaseHealth'>> & Pick<BullmqSinkOptions, 'databaseHealth'>;
-  readonly #redis: Redis;
+  readonly #redis: Redis | Cluster;
   readonly #queue: Queue;
   #queueReady = false;
+  #redisPersistence: RedisPersistence | undefined;
   readonly #startedAt = Date.now();
   #buffer: DispatchEvent[] = [];
   #pumping: Promise<void> | undefined;
@@ -54,12 +57,12 @@ export class BullmqSink implements EventSink {
   #closed: Promise<void> | undefined;
   readonly #dropLog = { lastAt: 0, suppressed: 0 };
 
-  constructor(options: BullmqSinkOptions) {
+  constructor(options: BullmqSinkOptions & QueueRedis) {
     this.#options = { flushDelayMs: 100, commandTimeoutMs: 2_000, ...options };
     const { logger, metrics } = this.#options;
     // Fail fast instead of waiting for a reconnection: no offline queue, bounded commands,
     // one retry. The pump turns every failure into a spool append, so nothing piles up here.
-    this.#redis = new Redis(options.redisUrl, {
+    this.#redis = connectQueueRedis(options, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       commandTimeout: this.#options.commandTimeoutMs,
@@ -76,7 +79,8 @@ export class BullmqSink implements EventSink {
       redisErrorLogged = false;
       this.#kick();
     });
-    this.#queue = new Queue(options.queueName, { connection: this.#redis });
+    const prefix = queuePrefix(options);
+    this.#queue = new Queue(options.queueName, { connection: this.#redis, ...(prefix ? { prefix } : {}) });
     this.#queue.on('error', () => {
       // Already reported by the client's own 'error' listener above.
     });
@@ -84,6 +88,8 @@ export class BullmqSink implements EventSink {
       () => {
         this.#queueReady = true;
         this.#kick();
+        // Once, at start: said loudly in the log and on /readyz when a Redis crash would lose queued events.
+        void checkRedisPersistence(this.#redis, logger).then((persistence) => (this.#redisPersistence = persistence));
       },
       (err: unknown) => logger.error({ err }, 'event queue: initialisation failed; events stay in the spool'),
     );
@@ -112,9 +118,13 @@ export class BullmqSink implements EventSink {
     }
   }
 
-  health(): { redis: ComponentHealth; database: ComponentHealth } {
+  health(): BackingServicesHealth {
     const redis = this.#isRedisUsable() && !this.#lastEnqueueFailed ? 'ok' : 'degraded';
-    return { redis, database: this.#options.databaseHealth?.() ?? 'embedded' };
+    return {
+      redis,
+      database: this.#options.databaseHealth?.() ?? 'embedded',
+      ...(this.#redisPersistence ? { redisPersistence: this.#redisPersistence } : {}),
+    };
   }
 
   /** Sends what is buffered to the queue, else to the spool (bounded by `timeoutMs`), then disconnects. */

@@ -3,7 +3,7 @@ import type { SqlDatabase } from '../dispatch-log/sql-database.js';
 import type { GatewayMetrics } from '../metrics/registry.js';
 import type { Logger } from '../shared/logger.js';
 import type { DispatchEvent } from './dispatch-event.js';
-import type { ComponentHealth, EventSink } from './event-sink.js';
+import type { BackingServicesHealth, ComponentHealth, EventSink } from './event-sink.js';
 import type { Spool } from './spool.js';
 
 export interface InProcessSinkOptions {
@@ -53,7 +53,7 @@ export class InProcessSink implements EventSink {
     else if (outcome === 'full') this.#toSpool(event);
   }
 
-  health(): { redis: ComponentHealth; database: ComponentHealth } {
+  health(): BackingServicesHealth {
     const { db, writer } = this.#options;
     const healthy: ComponentHealth = db.kind === 'pglite' ? 'embedded' : 'ok';
     return { redis: 'embedded', database: writer.healthy ? healthy : 'degraded' };

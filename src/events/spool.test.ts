@@ -34,6 +34,18 @@ describe('Spool', () => {
     expect((await readdir(directory)).filter((f) => f.endsWith('.ndjson'))).toEqual([]);
   });
 
+  it('syncs each append to disk once, whatever the events it carries (group commit)', async () => {
+    const fsyncs: number[] = [];
+    const spool = await Spool.open({ directory, maxBytes: 10_000_000, observeFsync: (seconds) => fsyncs.push(seconds) });
+    expect(await spool.append(makeDispatchEvents(500))).toBe(500);
+    expect(fsyncs).toHaveLength(1);
+    expect(await spool.append(makeDispatchEvents(1))).toBe(1);
+    expect(await spool.append(makeDispatchEvents(20))).toBe(20);
+    expect(fsyncs).toHaveLength(3);
+    expect(fsyncs.every((seconds) => seconds >= 0 && seconds < 5)).toBe(true);
+    expect(await drain(spool)).toHaveLength(521);
+  });
+
   it('survives a restart: a reopened spool resumes after the last commit, not before', async () => {
     const events = makeDispatchEvents(30);
     const first = await Spool.open({ directory, maxBytes: 10_000_000, segmentBytes: 3_000 });

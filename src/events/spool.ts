@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile, appendFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DispatchEvent } from './dispatch-event.js';
 
@@ -8,6 +8,8 @@ export interface SpoolOptions {
   maxBytes: number;
   /** Size at which a new segment file starts; consumed segments are deleted whole. */
   segmentBytes?: number;
+  /** Receives the duration of each append's `fdatasync`, in seconds (a histogram). */
+  observeFsync?: (seconds: number) => void;
 }
 
 export interface SpoolRead {
@@ -31,13 +33,21 @@ const readChunkBytes = 1024 * 1024;
  * An append-only, size-bounded spool of dispatch events on disk (newline-delimited JSON in
  * segment files plus a cursor file), read back in append order. It survives restarts: `open`
  * finds what was not yet committed, and drops a torn last line left by a crash mid-write. One
- * writer and one reader per directory (one gateway process). Appends are not fsynced: the spool
- * survives a process crash, not a power loss.
+ * writer and one reader per directory (one gateway process).
+ *
+ * Durability, group commit: each `append` is one write of all its events and one `fdatasync`
+ * (plus one of the directory when it starts a segment file), and resolves only after that. An
+ * appended event survives a process crash and a power loss; the caller appends a whole flush at
+ * once, so the cost is one fsync per flush, not per event (0.2-0.4 ms median on an SSD,
+ * `boo_spool_fsync_seconds`). The cursor is replaced by rename without fsync: after a power loss
+ * it may point before events already replayed, which are then sent again (harmless: the table's
+ * key skips them).
  */
 export class Spool {
   readonly #directory: string;
   readonly #maxBytes: number;
   readonly #segmentBytes: number;
+  readonly #observeFsync: ((seconds: number) => void) | undefined;
   /** Segment number -> size in bytes, ascending. */
   readonly #segments = new Map<number, number>();
   #cursor: Cursor;
@@ -47,6 +57,7 @@ export class Spool {
     this.#directory = options.directory;
     this.#maxBytes = options.maxBytes;
     this.#segmentBytes = options.segmentBytes ?? Math.max(64 * 1024, Math.min(16 * 1024 * 1024, Math.floor(options.maxBytes / 8)));
+    this.#observeFsync = options.observeFsync;
     this.#cursor = cursor;
   }
 
@@ -92,7 +103,8 @@ export class Spool {
   }
 
   /**
-   * Appends events in order, as long as they fit under `maxBytes`.
+   * Appends events in order, as long as they fit under `maxBytes`, in one write and one
+   * `fdatasync`: resolves once they are on disk.
    * @returns how many were written: the first `n` of `events`; the rest did not fit.
    */
   append(events: readonly DispatchEvent[]): Promise<number> {
@@ -110,7 +122,18 @@ export class Spool {
       }
       if (lines.length === 0) return 0;
       const segment = this.#activeSegment();
-      await appendFile(join(this.#directory, segmentName(segment)), lines.join(''));
+      const isNewFile = !this.#segments.has(segment);
+      const handle = await open(join(this.#directory, segmentName(segment)), 'a');
+      try {
+        await handle.writeFile(lines.join(''));
+        const started = performance.now();
+        await handle.datasync();
+        this.#observeFsync?.((performance.now() - started) / 1000);
+      } finally {
+        await handle.close();
+      }
+      // A new file's name is in the directory, which needs its own sync to outlive a power loss.
+      if (isNewFile) await this.#syncDirectory();
       this.#segments.set(segment, (this.#segments.get(segment) ?? 0) + bytes);
       return lines.length;
     });
@@ -205,6 +228,15 @@ export class Spool {
     await this.#saveCursor();
     this.#segments.delete(segment);
     await rm(join(this.#directory, segmentName(segment)), { force: true });
+  }
+
+  async #syncDirectory(): Promise<void> {
+    const handle = await open(this.#directory, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
   }
 
   async #saveCursor(): Promise<void> {

@@ -9,7 +9,7 @@ import { downstreamResponseHeaders } from '../upstream/forward-headers.js';
 import { AuthenticationError, InvalidRequestError, RouteNotFoundError, UnsupportedContentEncodingError, type GatewayError } from '../errors.js';
 import { multipartBoundary } from '../dispatch/multipart-body.js';
 import { endpointAt, type ErrorShape } from '../protocols/endpoints.js';
-import type { ComponentHealth } from '../events/event-sink.js';
+import type { BackingServicesHealth } from '../events/event-sink.js';
 import type { FleetState } from '../fleet/fleet-state.js';
 import type { GatewayMetrics } from '../metrics/registry.js';
 import { sanitizeClientText, type Logger } from '../shared/logger.js';
@@ -31,7 +31,7 @@ export interface AppDeps {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
   /** Redis and the database as /readyz reports them (and `boo_redis_up` at each scrape). */
-  readonly backingServices: () => { redis: ComponentHealth; database: ComponentHealth };
+  readonly backingServices: () => BackingServicesHealth;
   /** True once a shutdown began: /readyz answers 503. */
   readonly draining: () => boolean;
 }

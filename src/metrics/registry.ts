@@ -154,6 +154,12 @@ export function createGatewayMetrics(register: Registry, config: Config) {
       help: 'Size of the event spool waiting for replay',
       registers,
     }),
+    spoolFsyncSeconds: new Histogram({
+      name: 'boo_spool_fsync_seconds',
+      help: 'Time of the one fdatasync of each spool append (group commit: one per flush, not per event)',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
     redisUp: new Gauge({
       name: 'boo_redis_up',
       help: '1 when the gateway reaches Redis (always 0 in embedded mode)',
@@ -354,6 +360,6 @@ export function createDispatchLogMetrics(register: Registry) {
   };
   for (const result of ['ok', 'error']) metrics.batches.labels(result).inc(0);
   for (const state of ['waiting', 'active', 'delayed', 'failed']) metrics.queueJobs.labels(state).set(0);
-  for (const kind of ['insert', 'queue', 'connection']) metrics.errors.labels(kind).inc(0);
+  for (const kind of ['insert', 'queue', 'connection', 'partitions']) metrics.errors.labels(kind).inc(0);
   return metrics;
 }

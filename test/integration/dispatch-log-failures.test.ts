@@ -10,7 +10,16 @@ import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log
 import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { makeDispatchEvents } from '../support/dispatch-events.js';
-import { countRows, counterValue, createTestSink, oneRowEach, rowsAgainstSent, testLogger, waitForQueueDrained } from '../support/pipeline-fixtures.js';
+import {
+  countRows,
+  counterValue,
+  createTestSink,
+  oneRowEach,
+  publishSteadily,
+  rowsAgainstSent,
+  testLogger,
+  waitForQueueDrained,
+} from '../support/pipeline-fixtures.js';
 import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
 import { startThrowawayPostgres, type ThrowawayPostgres } from '../support/throwaway-postgres.js';
@@ -18,17 +27,6 @@ import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-r
 import { startBooProcess, type RunningProcess } from '../support/processes.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Publishes `total` events at about `perSecond`, in 10 ms ticks; resolves with their request ids when all are published. */
-async function publishSteadily(publish: (event: ReturnType<typeof makeDispatchEvents>[number]) => void, total: number, perSecond: number): Promise<string[]> {
-  const events = makeDispatchEvents(total);
-  const perTick = Math.max(1, Math.round(perSecond / 100));
-  for (let i = 0; i < events.length; i += perTick) {
-    for (const event of events.slice(i, i + perTick)) publish(event);
-    await sleep(10);
-  }
-  return events.map((event) => event.request_id);
-}
 
 describe('dispatch log under failures: exactly N rows', () => {
   let redis: ThrowawayRedis;

@@ -11,9 +11,8 @@ import { dispatchJobDataSchema, dispatchJobName, dispatchJobOptions, dispatchJob
 import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
 import { makeDispatchEvent, makeDispatchEvents } from '../support/dispatch-events.js';
-import { freePort } from '../support/free-port.js';
 import { countRows, counterValue, createTestSink, oneRowEach, rowsAgainstSent, testLogger } from '../support/pipeline-fixtures.js';
-import { createMigratedScratchDatabase } from '../support/scratch-database.js';
+import { createMigratedScratchDatabase, createScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
 import { testRedisUrl as redisUrl } from '../support/test-services.js';
 
@@ -205,16 +204,20 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     expect(await counterValue(register, 'boo_events_inserted_total')).toBe(30);
   });
 
-  it('Postgres errors: the job is retried with backoff, then kept in the failed set with all its events', async () => {
+  it('a statement that fails (not for a row, not for the connection): the job is retried with backoff, then kept in the failed set with all its events', async () => {
     queueName = `test-${randomUUID()}`;
-    // Nothing listens there: every insert fails with a connection error.
-    const unreachable = createPostgresDatabase(`postgres://root@127.0.0.1:${await freePort()}/nowhere`, testLogger, { maxConnections: 1 });
-    cleanups.push(() => unreachable.close());
+    // A database without the table: every insert fails with 42P01.
+    const bare = await createScratchDatabase();
+    const bareDb = createPostgresDatabase(bare.url, testLogger, { maxConnections: 1 });
+    cleanups.push(async () => {
+      await bareDb.close();
+      await bare.drop();
+    });
     const register = new Registry();
     const consumer = new DispatchLogConsumer({
       redisUrl,
       queueName,
-      repository: createDispatchLogRepository(unreachable),
+      repository: createDispatchLogRepository(bareDb),
       metrics: createDispatchLogMetrics(register),
       logger: testLogger,
       batchSize: 200,
@@ -236,7 +239,7 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     );
     expect(failed.map((job) => job.attemptsMade)).toEqual([3, 3]);
     for (const job of failed) {
-      expect(job.failedReason).toMatch(/ECONNREFUSED/);
+      expect(job.failedReason).toMatch(/route_dispatch_log" does not exist/);
       // Two backoffs (500 ms and 1 s, minus 20 % jitter) between the three attempts.
       expect(job.finishedOn! - job.timestamp).toBeGreaterThanOrEqual(1_200);
     }
@@ -249,5 +252,54 @@ describe('dispatch log pipeline: BullMQ sink -> worker -> route_dispatch_log', (
     expect(await queue.getJobCounts('waiting', 'active', 'delayed')).toEqual({ waiting: 0, active: 0, delayed: 0 });
     expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBeGreaterThanOrEqual(3);
     expect(await counterValue(register, 'boo_events_inserted_total')).toBe(0);
+  });
+
+  it('the database unreachable: the batches stay in hand and are retried every 500 ms, no attempt spent, rows as soon as it is back', async () => {
+    queueName = `test-${randomUUID()}`;
+    let reachable = false;
+    const real = createDispatchLogRepository(db);
+    const register = new Registry();
+    const consumer = new DispatchLogConsumer({
+      redisUrl,
+      queueName,
+      repository: {
+        insertBatch: (batch) =>
+          reachable ? real.insertBatch(batch) : Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })),
+      },
+      metrics: createDispatchLogMetrics(register),
+      logger: testLogger,
+      batchSize: 200,
+      batchMaxWaitMs: 50,
+      eventsPerJob: 100,
+      lockDurationMs: 2_000,
+    });
+    cleanups.push(() => consumer.close());
+    const queue = openQueue();
+    const events = makeDispatchEvents(150);
+    await queue.addBulk(dispatchJobs(events, 100));
+    // Longer than the lock: renewed while the batch waits, the jobs are never stalled.
+    await waitForValue(
+      () => counterValue(register, 'boo_dispatch_log_errors_total'),
+      (errors) => errors >= 8,
+      10_000,
+      'eight failed attempts',
+    );
+    expect(await queue.getJobCounts('active', 'delayed', 'failed', 'waiting')).toEqual({ active: 2, delayed: 0, failed: 0, waiting: 0 });
+    reachable = true;
+    const backAt = performance.now();
+    await waitForValue(
+      () => countRows(db),
+      (count) => count.rows === 150,
+      5_000,
+      '150 rows',
+    );
+    expect(performance.now() - backAt).toBeLessThan(2_000);
+    const completedJobs = await waitForValue(
+      () => queue.getJobCounts('active', 'failed', 'delayed'),
+      (counts) => counts['active'] === 0,
+      5_000,
+      'the jobs completed',
+    );
+    expect(completedJobs).toEqual({ active: 0, failed: 0, delayed: 0 });
   });
 });

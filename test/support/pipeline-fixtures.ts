@@ -10,6 +10,8 @@ import { Spool } from '../../src/events/spool.js';
 import { createGatewayMetrics, type GatewayMetrics } from '../../src/metrics/registry.js';
 import { createLogger } from '../../src/shared/logger.js';
 import type { SqlDatabase } from '../../src/dispatch-log/sql-database.js';
+import type { DispatchEvent } from '../../src/events/dispatch-event.js';
+import { makeDispatchEvents } from './dispatch-events.js';
 import { waitForValue } from './wait-for.js';
 
 export const testLogger = createLogger(process.env['TEST_LOG_LEVEL'] ?? 'silent');
@@ -120,4 +122,15 @@ export async function waitForQueueDrained(redisUrl: string, queueName: string, t
 export async function counterValue(register: Registry, name: string): Promise<number> {
   const metric = await register.getSingleMetric(name)?.get();
   return (metric?.values ?? []).reduce((sum, v) => sum + v.value, 0);
+}
+
+/** Publishes `total` events at about `perSecond`, in 10 ms ticks; resolves with their request ids when all are published. */
+export async function publishSteadily(publish: (event: DispatchEvent) => void, total: number, perSecond: number): Promise<string[]> {
+  const events = makeDispatchEvents(total);
+  const perTick = Math.max(1, Math.round(perSecond / 100));
+  for (let i = 0; i < events.length; i += perTick) {
+    for (const event of events.slice(i, i + perTick)) publish(event);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return events.map((event) => event.request_id);
 }

@@ -1,9 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findMigrationsDirectory } from '../../src/dispatch-log/migrate.js';
 
-export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+/** The repository, from `test/support/` or from `dist/test/support/` (the built benches). */
+export const repoRoot = `${dirname(findMigrationsDirectory(dirname(fileURLToPath(import.meta.url))))}/`;
 
 /** The built entry points (`npm test` builds before it runs vitest). */
 export const entryPoints = {

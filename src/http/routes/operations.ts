@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import type { Registry } from 'prom-client';
 import type { Config } from '../../config/load.js';
-import type { ComponentHealth } from '../../events/event-sink.js';
+import type { BackingServicesHealth } from '../../events/event-sink.js';
 import type { FleetState } from '../../fleet/fleet-state.js';
 import type { BreakerRegistry } from '../../breakers/breaker-registry.js';
 import { contextOf } from '../middleware/request-context.js';
@@ -20,7 +20,7 @@ export function healthzRoute() {
  * them; 503 `draining` from the moment a shutdown began, so a load balancer stops sending here
  * while the gateway still accepts what is already on its way.
  */
-export function readyzRoute(health: () => { redis: ComponentHealth; database: ComponentHealth }, draining: () => boolean) {
+export function readyzRoute(health: () => BackingServicesHealth, draining: () => boolean) {
   return (_req: Request, res: Response): void => {
     contextOf(res).route = 'readyz';
     if (draining()) res.status(503);
