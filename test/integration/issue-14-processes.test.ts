@@ -178,9 +178,14 @@ describe('issue 14: SIGTERM under load', () => {
     expect(inGrace.length).toBeGreaterThan(50);
     expect(inGrace.filter(({ outcome }) => outcome !== '200')).toEqual([]);
     // After the grace period the listener is closed: connections are refused (a load balancer
-    // retries those safely), never accepted and then reset.
-    const unexpected = outcomes.filter(({ outcome }) => outcome !== '200' && outcome !== 'ECONNREFUSED');
-    expect(unexpected).toEqual([]);
+    // retries those safely), never accepted and then reset. The one exception is the kernel's:
+    // a connection whose handshake completed in the instant before the listener closed, not yet
+    // accepted by the process, is reset by the close itself (Linux resets its accept queue).
+    const listenerClosedAt = stopAt + 1_000;
+    const inAcceptQueue = ({ at, outcome }: { at: number; outcome: string }) => outcome === 'ECONNRESET' && Math.abs(at - listenerClosedAt) <= 100;
+    const unexpected = outcomes.filter((sent) => sent.outcome !== '200' && sent.outcome !== 'ECONNREFUSED' && !inAcceptQueue(sent));
+    expect(unexpected.map(({ at, outcome }) => ({ afterStopMs: at - stopAt, outcome }))).toEqual([]);
+    expect(outcomes.filter(inAcceptQueue).length).toBeLessThanOrEqual(2);
     expect(outcomes.some(({ at, outcome }) => at > stopAt + 1_200 && outcome === 'ECONNREFUSED')).toBe(true);
   });
 });
