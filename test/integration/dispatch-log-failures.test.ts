@@ -5,7 +5,6 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
-import { migrate } from '../../src/dispatch-log/migrate.js';
 import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import { createDispatchLogMetrics } from '../../src/metrics/registry.js';
 import { DispatchLogConsumer } from '../../workers/dispatch-log-consumer.js';
@@ -22,7 +21,7 @@ import {
 } from '../support/pipeline-fixtures.js';
 import { createMigratedScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
-import { startThrowawayPostgres, type ThrowawayPostgres } from '../support/throwaway-postgres.js';
+import { migratedThrowawayPostgres } from '../support/throwaway-postgres.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
 import { startBooProcess, type RunningProcess } from '../support/processes.js';
 
@@ -205,38 +204,28 @@ describe('dispatch log under failures: exactly N rows', () => {
   }, 120_000);
 
   describe('with a Postgres of its own', () => {
-    let pg: ThrowawayPostgres;
-    let pgDb: SqlDatabase;
-    beforeAll(async () => {
-      pg = await startThrowawayPostgres();
-      pgDb = createPostgresDatabase(pg.url, testLogger);
-      await migrate(pgDb, testLogger);
-    });
-    afterAll(async () => {
-      await pgDb.close();
-      await pg.cleanup();
-    });
+    const postgres = migratedThrowawayPostgres();
 
     it('Postgres stopped during traffic and restarted: the jobs wait and retry, N rows', async () => {
       queueName = `test-${randomUUID()}`;
       const { sink } = await startSink();
-      const workerDb = createPostgresDatabase(pg.url, testLogger);
+      const workerDb = createPostgresDatabase(postgres.pg.url, testLogger);
       cleanups.push(() => workerDb.close());
       const { register } = startConsumer(workerDb);
       const traffic = publishSteadily((e) => sink.publish(e), 3000, 1000);
       await sleep(800);
-      await pg.stop();
+      await postgres.pg.stop();
       await sleep(2500);
-      await pg.start();
+      await postgres.pg.start();
       const sent = await traffic;
       await waitForValue(
-        () => countRows(pgDb),
+        () => countRows(postgres.db),
         (c) => c.rows >= 3000,
         60_000,
         '3000 rows',
       );
       await waitForQueueDrained(redis.url, queueName);
-      expect(await rowsAgainstSent(pgDb, sent)).toEqual(oneRowEach(sent));
+      expect(await rowsAgainstSent(postgres.db, sent)).toEqual(oneRowEach(sent));
       expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBeGreaterThan(0);
     }, 90_000);
   });

@@ -7,13 +7,11 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeProvider, type FakeProvider } from '../../simulator/fake-provider.js';
-import { migrate } from '../../src/dispatch-log/migrate.js';
-import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import { runChatLoad } from '../support/chat-load.js';
-import { countRows, createTestSink, oneRowEach, publishSteadily, rowsAgainstSent, testLogger, waitForQueueDrained } from '../support/pipeline-fixtures.js';
+import { countRows, createTestSink, oneRowEach, publishSteadily, rowsAgainstSent, waitForQueueDrained } from '../support/pipeline-fixtures.js';
 import { entryPoints, startBooProcess, startNodeProcess, type RunningProcess } from '../support/processes.js';
 import { createMigratedScratchDatabase } from '../support/scratch-database.js';
-import { startThrowawayPostgres, type ThrowawayPostgres } from '../support/throwaway-postgres.js';
+import { migratedThrowawayPostgres } from '../support/throwaway-postgres.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
 import { waitForValue } from '../support/wait-for.js';
 
@@ -142,17 +140,7 @@ describe('issue 20: recovery of the dispatch log', () => {
   }, 60_000);
 
   describe('with a Postgres of its own', () => {
-    let pg: ThrowawayPostgres;
-    let pgDb: SqlDatabase;
-    beforeAll(async () => {
-      pg = await startThrowawayPostgres();
-      pgDb = createPostgresDatabase(pg.url, testLogger);
-      await migrate(pgDb, testLogger);
-    });
-    afterAll(async () => {
-      await pgDb.close();
-      await pg.cleanup();
-    });
+    const postgres = migratedThrowawayPostgres();
 
     it('Postgres down while 2,000 events/s arrive: exactly N rows within 10 s of its return', async () => {
       const queue = `issue-20-${randomUUID()}`;
@@ -161,22 +149,22 @@ describe('issue 20: recovery of the dispatch log', () => {
         await sink.close();
         rmSync(spoolDir, { recursive: true, force: true });
       });
-      await startWorker(queue, pg.url);
+      await startWorker(queue, postgres.pg.url);
       const traffic = publishSteadily((event) => sink.publish(event), 10_000, 2_000);
       await sleep(500);
-      await pg.stop();
+      await postgres.pg.stop();
       const sent = await traffic;
-      await pg.start();
+      await postgres.pg.start();
       const returnedAt = performance.now();
       await waitForValue(
-        () => countRows(pgDb),
+        () => countRows(postgres.db),
         (count) => count.rows >= sent.length,
         20_000,
         `${sent.length} rows`,
       );
       const caughtUp = (performance.now() - returnedAt) / 1000;
       await waitForQueueDrained(redis.url, queue);
-      expect(await rowsAgainstSent(pgDb, sent)).toEqual(oneRowEach(sent));
+      expect(await rowsAgainstSent(postgres.db, sent)).toEqual(oneRowEach(sent));
       process.stdout.write(`issue-20 Postgres outage: ${sent.length} rows, the last ${caughtUp.toFixed(2)} s after Postgres returned\n`);
       expect(caughtUp).toBeLessThan(10);
     }, 90_000);

@@ -3,6 +3,10 @@ import { chown, mkdtemp, rm } from 'node:fs/promises';
 import { userInfo, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { afterAll, beforeAll } from 'vitest';
+import { migrate } from '../../src/dispatch-log/migrate.js';
+import { createPostgresDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
+import { testLogger } from './pipeline-fixtures.js';
 import { freePort } from './free-port.js';
 
 const run = promisify(execFile);
@@ -61,5 +65,30 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
         await stop().catch(() => pg('pg_ctl', ['-D', dataDir, '-m', 'immediate', 'stop']).catch(() => undefined));
         await rm(dir, { recursive: true, force: true });
       })()),
+  };
+}
+
+/**
+ * A throw-away Postgres with the migrations applied, for the tests of the calling `describe`:
+ * started in its `beforeAll`, removed in its `afterAll`. `pg` and `db` are set once it started.
+ */
+export function migratedThrowawayPostgres(): { readonly pg: ThrowawayPostgres; readonly db: SqlDatabase } {
+  const handle: { pg?: ThrowawayPostgres; db?: SqlDatabase } = {};
+  beforeAll(async () => {
+    handle.pg = await startThrowawayPostgres();
+    handle.db = createPostgresDatabase(handle.pg.url, testLogger);
+    await migrate(handle.db, testLogger);
+  });
+  afterAll(async () => {
+    await handle.db?.close();
+    await handle.pg?.cleanup();
+  });
+  return {
+    get pg() {
+      return handle.pg!;
+    },
+    get db() {
+      return handle.db!;
+    },
   };
 }
