@@ -3,13 +3,12 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as stringifyYaml } from 'yaml';
 import { startBooProcess, type RunningProcess } from '../support/processes.js';
 import { freePort } from '../support/free-port.js';
 import { createScratchDatabase } from '../support/scratch-database.js';
-import { testRedisUrl as redisUrl } from '../support/test-services.js';
+import { deleteQueueKeys, testRedisUrl as redisUrl } from '../support/test-services.js';
 
 // The metrics table of docs/metrics.md (between <!-- metrics:start --> and <!-- metrics:end -->) is what
 // operators build dashboards from: it must list exactly what the gateway and the worker serve.
@@ -97,10 +96,7 @@ describe('docs/metrics.md metrics table', () => {
   afterAll(async () => {
     await Promise.allSettled([gateway?.stop(), worker?.stop()]);
     await database?.drop();
-    const redis = new Redis(redisUrl);
-    const keys = await redis.keys(`bull:${queue}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await deleteQueueKeys(queue);
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 60_000);
 

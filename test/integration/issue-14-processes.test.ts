@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeProvider, type FakeProvider } from '../../simulator/fake-provider.js';
 import { entryPoints, startNodeProcess, type RunningProcess } from '../support/processes.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../support/throwaway-redis.js';
+import { deleteQueueKeys, testRedisUrl } from '../support/test-services.js';
 import { waitFor } from '../support/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'boo-issue-14-'));
@@ -109,12 +110,15 @@ describe('issue 14: bodies that would block the event loop', () => {
 
 describe('issue 14: SIGTERM under load', () => {
   let upstream: FakeProvider;
+  // No worker drains it: its jobs are deleted after.
+  const queue = `boo-test-${randomUUID()}`;
 
   beforeAll(async () => {
     upstream = await startFakeProvider({ name: 'a' });
   });
   afterAll(async () => {
     await upstream?.close();
+    await deleteQueueKeys(queue);
   });
 
   it('reports not-ready at once, keeps accepting through the grace period, then refuses new connections and exits 0; no accepted request is reset', async () => {
@@ -126,7 +130,7 @@ describe('issue 14: SIGTERM under load', () => {
         healthCheck: { intervalMs: 60_000 },
         shutdown: { graceMs: 1_000, drainMs: 5_000 },
       },
-      { REDIS_URL: 'redis://127.0.0.1:6379', BOO_QUEUE: `boo-test-${randomUUID()}` },
+      { REDIS_URL: testRedisUrl, BOO_QUEUE: queue },
     );
     const outcomes: Array<{ at: number; outcome: string }> = [];
     let stopAt = 0;

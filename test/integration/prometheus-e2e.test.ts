@@ -3,7 +3,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { startBooProcess, type RunningProcess } from '../support/processes.js';
@@ -20,7 +19,7 @@ import {
 } from '../support/promql-expressions.js';
 import { createScratchDatabase } from '../support/scratch-database.js';
 import { generateTraffic, type TrafficSummary } from '../../simulator/traffic-generator.js';
-import { testRedisUrl as redisUrl } from '../support/test-services.js';
+import { deleteQueueKeys, testRedisUrl as redisUrl } from '../support/test-services.js';
 
 // SPEC §8 / issue 6: a real Prometheus scrapes a real gateway and a real worker while traffic
 // with failovers flows; every PromQL expression of the dashboard and of the alert rules must
@@ -140,11 +139,7 @@ describe('Prometheus over a live gateway and worker', () => {
   afterAll(async () => {
     await Promise.allSettled([prometheus?.stop(), gateway?.stop(), worker?.stop()]);
     await Promise.allSettled([good?.close(), bad?.close(), database?.drop()]);
-    const redis = new Redis(redisUrl, { lazyConnect: true });
-    await redis.connect();
-    const keys = await redis.keys(`bull:${queue}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await deleteQueueKeys(queue);
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 60_000);
 
