@@ -11,7 +11,7 @@ import { makeDispatchEvents } from '../support/dispatch-events.js';
 import { testLogger } from '../support/pipeline-fixtures.js';
 import { startBooProcess } from '../support/processes.js';
 import { createMigratedScratchDatabase, createScratchDatabase } from '../support/scratch-database.js';
-import { testRedisUrl } from '../support/test-services.js';
+import { deleteQueueKeys, testRedisUrl } from '../support/test-services.js';
 
 // Issue 20: route_dispatch_log partitioned by day (migration 010), its upkeep and retention, and
 // the migration of an unpartitioned table that holds rows (docs/operations.md, "Partitions and retention").
@@ -97,10 +97,11 @@ describe('issue 20: route_dispatch_log partitioned by day', () => {
 
   it('the worker keeps the partitions at start, under BOO_LOG_RETENTION_DAYS', async () => {
     const fresh = await createMigratedScratchDatabase();
+    const queue = `issue-20-${randomUUID()}`;
     try {
       const worker = await startBooProcess({
         kind: 'worker',
-        env: { REDIS_URL: testRedisUrl, DATABASE_URL: fresh.url, BOO_QUEUE: `issue-20-${randomUUID()}`, BOO_LOG_RETENTION_DAYS: '7' },
+        env: { REDIS_URL: testRedisUrl, DATABASE_URL: fresh.url, BOO_QUEUE: queue, BOO_LOG_RETENTION_DAYS: '7' },
       });
       await worker.stop();
       expect(worker.output()).toMatch(/"retentionDays":7,"msg":"worker: dispatch log partitions maintained"/);
@@ -109,6 +110,7 @@ describe('issue 20: route_dispatch_log partitioned by day', () => {
       expect(await partitions(fresh.db)).toHaveLength(5);
     } finally {
       await fresh.drop();
+      await deleteQueueKeys(queue);
     }
   });
 
