@@ -20,7 +20,7 @@ export class RedisRateLimitStore implements RateLimitStore {
     this.#redis = redis;
     this.#logger = logger;
     this.#keyPrefix = `${redis.prefix}rate:`;
-    this.#channel = redis.listen('rates', {
+    this.#channel = redis.channel('rates', {
       message: (text) => this.#deliver(text),
       availability: (available) => this.#listener?.availability(available),
     });

@@ -29,7 +29,7 @@ export class RedisSlotStore implements SlotStore {
   constructor(redis: CapacityRedis, logger: Logger) {
     this.#redis = redis;
     this.#logger = logger;
-    this.#channel = redis.listen('slots', {
+    this.#channel = redis.channel('slots', {
       message: (text) => this.#deliver(text),
       availability: (available) => this.#listener?.availability(available),
     });
