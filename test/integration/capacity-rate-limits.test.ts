@@ -1,12 +1,10 @@
-import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CapacityRedis } from '../../src/capacity/capacity-redis.js';
 import { RateLimiter, type Admission } from '../../src/capacity/rate-limiter.js';
 import { RedisRateLimitStore } from '../../src/capacity/redis-rate-limit-store.js';
 import { buildConfig, type Config } from '../../src/config/load.js';
 import { createLogger } from '../../src/shared/logger.js';
-import { testRedisUrl as redisUrl } from '../support/test-services.js';
+import { keyPrefixPerTest, testRedisUrl as redisUrl } from '../support/test-services.js';
 import { waitFor } from '../support/wait-for.js';
 
 const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
@@ -34,25 +32,14 @@ interface Replica {
 const app = { keyName: 'app', source: null };
 
 describe('RateLimiter over Redis (several replicas in one process, real Redis)', () => {
-  let prefix = '';
-  const cleanups: Array<() => Promise<void> | void> = [];
-  beforeEach(() => {
-    prefix = `boo-test:${randomUUID()}:`;
-  });
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-    const redis = new Redis(redisUrl);
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    await redis.quit();
-  });
+  const scope = keyPrefixPerTest();
 
   async function replica(config: Config, options: Partial<ConstructorParameters<typeof RateLimiter>[0]> = {}): Promise<Replica> {
-    const redis = new CapacityRedis({ url: redisUrl, logger, keyPrefix: prefix });
+    const redis = new CapacityRedis({ url: redisUrl, logger, keyPrefix: scope.prefix });
     const store = new CountingStore(redis, logger);
     const limiter = new RateLimiter({ config: () => config, logger, store, ...options });
     await limiter.start();
-    cleanups.push(async () => {
+    scope.cleanups.push(async () => {
       await limiter.close();
       await redis.close();
     });

@@ -1,13 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CapacityRedis } from '../../src/capacity/capacity-redis.js';
 import { RedisSlotStore } from '../../src/capacity/redis-slot-store.js';
 import { SlotPool, type SlotHandle, type SlotTarget } from '../../src/capacity/slot-pool.js';
 import { WaitLine } from '../../src/capacity/wait-line.js';
 import { buildConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/shared/logger.js';
-import { testRedisUrl as redisUrl } from '../support/test-services.js';
+import { keyPrefixPerTest, testRedisUrl as redisUrl } from '../support/test-services.js';
 
 const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
 const config = buildConfig(
@@ -40,28 +39,17 @@ interface Replica {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('SlotPool over Redis (several replicas in one process, real Redis)', () => {
-  let prefix = '';
-  const cleanups: Array<() => Promise<void> | void> = [];
-  beforeEach(() => {
-    prefix = `boo-test:${randomUUID()}:`;
-  });
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-    const redis = new Redis(redisUrl);
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    await redis.quit();
-  });
+  const scope = keyPrefixPerTest();
 
   /** One replica: its own connections, its pool, and a line that wakes when a slot frees anywhere. */
   async function replica(options: Partial<ConstructorParameters<typeof SlotPool>[0]> = {}): Promise<Replica> {
-    const redis = new CapacityRedis({ url: redisUrl, logger, keyPrefix: prefix });
+    const redis = new CapacityRedis({ url: redisUrl, logger, keyPrefix: scope.prefix });
     const store = new CountingStore(redis, logger);
     const pool = new SlotPool({ config: () => config, logger, store, ...options });
     const line = new WaitLine<SlotHandle>('v', () => ({ maxWaitMs: 20_000, maxQueued: 100 }));
     pool.onFreed(() => line.wake());
     await pool.start();
-    cleanups.push(async () => {
+    scope.cleanups.push(async () => {
       line.close(new Error('test over'));
       await pool.close();
       await redis.close();
@@ -180,7 +168,7 @@ describe('SlotPool over Redis (several replicas in one process, real Redis)', ()
     expect((await a.pool.tryAcquire({ candidate: 'a/m2', provider: 'a' })).value).toBeUndefined();
     const redis = new Redis(redisUrl);
     // The refused a/m1 lease was not left in the candidate's scope.
-    expect(await redis.zcard(`${prefix}slots:c:a/m1`)).toBe(1);
+    expect(await redis.zcard(`${scope.prefix}slots:c:a/m1`)).toBe(1);
     await redis.quit();
     for (const slot of slots) slot.release();
   });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BreakerRegistry } from '../../src/breakers/breaker-registry.js';
 import type { WindowCounts } from '../../src/breakers/breaker-state-store.js';
 import { RedisBreakerStateStore } from '../../src/breakers/redis-breaker-state-store.js';
@@ -10,7 +10,7 @@ import { FleetState } from '../../src/fleet/fleet-state.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { describeBreakerStateStoreContract } from '../support/breaker-state-store-contract.js';
 import { waitFor } from '../support/wait-for.js';
-import { testRedisUrl as redisUrl } from '../support/test-services.js';
+import { keyPrefixPerTest, testRedisUrl as redisUrl } from '../support/test-services.js';
 
 const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
 const breakerSettings = { errorThresholdPercentage: 50, volumeThreshold: 4, rollingCountTimeoutMs: 10_000, resetTimeoutMs: 60_000 };
@@ -36,22 +36,11 @@ class CountedStore extends RedisBreakerStateStore {
 }
 
 describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', () => {
-  let prefix = '';
-  const cleanups: Array<() => Promise<void> | void> = [];
-  beforeEach(() => {
-    prefix = `boo-test:${randomUUID()}:`;
-  });
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-    const redis = new Redis(redisUrl);
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    await redis.quit();
-  });
+  const scope = keyPrefixPerTest();
 
   function store(): CountedStore {
-    const created = new CountedStore({ url: redisUrl, logger, keyPrefix: prefix });
-    cleanups.push(() => created.close());
+    const created = new CountedStore({ url: redisUrl, logger, keyPrefix: scope.prefix });
+    scope.cleanups.push(() => created.close());
     return created;
   }
 
@@ -60,7 +49,7 @@ describe('RedisBreakerStateStore and SharedBreakers (in process, real Redis)', (
     const fleet = new FleetState();
     const counted = store();
     const shared = new SharedBreakers({ breakers, store: counted, fleet, config: () => config, logger, replica: name, countFlushMs: 20 });
-    cleanups.push(async () => {
+    scope.cleanups.push(async () => {
       await shared.close();
       breakers.shutdown();
     });
