@@ -1,6 +1,6 @@
 // The embedded store's CPU per event, without a gateway around it (docs/embedded-mode.md).
 // (1) Stages, in this thread, on a PGlite of its own: what the gateway's thread does to hand a
-// batch over, then what the store's thread does with it (parse, schema check, COPY text, COPY).
+// batch over (the COPY text), then what the store's thread does with it (the COPY).
 // (2) The whole path through EmbeddedStore: the CPU of the store's thread (from /proc) and of this
 // one, per event. Batches of events.batchSize, as the writer makes them under load, into a table
 // that already holds BENCH_PREFILL rows: a store that has been running a while, whose indexes no
@@ -14,7 +14,7 @@ import { copyDispatchLog, toCopyText } from '../src/dispatch-log/dispatch-log-re
 import { EmbeddedStore } from '../src/dispatch-log/embedded-store.js';
 import { migrate, storeTemplateDirectory } from '../src/dispatch-log/migrate.js';
 import { openPgliteDatabase, type PgliteDatabase } from '../src/dispatch-log/sql-database.js';
-import { dispatchEventSchema, type DispatchEvent } from '../src/events/dispatch-event.js';
+import type { DispatchEvent } from '../src/events/dispatch-event.js';
 import { makeDispatchEvents } from '../test/support/dispatch-events.js';
 import { testConfig, testLogger } from '../test/support/pipeline-fixtures.js';
 
@@ -49,7 +49,7 @@ function batchesOf(count: number): DispatchEvent[][] {
   return batches;
 }
 
-const stageNames = ['stringify', 'parse', 'check', 'copy text', 'COPY'] as const;
+const stageNames = ['copy text', 'COPY'] as const;
 type Stage = (typeof stageNames)[number];
 
 /** One pass of `batches` through the stages; adds each stage's CPU (µs) to `totals`. */
@@ -57,19 +57,7 @@ async function runStages(db: PgliteDatabase, batches: readonly DispatchEvent[][]
   const add = (stage: Stage, since: number) => totals.set(stage, (totals.get(stage) ?? 0) + processCpu() - since);
   for (const batch of batches) {
     let at = processCpu();
-    const json = JSON.stringify(batch);
-    add('stringify', at);
-    at = processCpu();
-    const parsed = JSON.parse(json) as unknown[];
-    add('parse', at);
-    at = processCpu();
-    const valid = parsed.flatMap((event) => {
-      const result = dispatchEventSchema.safeParse(event);
-      return result.success ? [result.data] : [];
-    });
-    add('check', at);
-    at = processCpu();
-    const text = toCopyText(valid);
+    const text = toCopyText(batch);
     add('copy text', at);
     at = processCpu();
     const copied = await copyDispatchLog(db, text);

@@ -1,15 +1,13 @@
 import type { DispatchEvent } from '../events/dispatch-event.js';
 import type { PgliteDatabase, SqlDatabase } from './sql-database.js';
+import { isRowDataError, writeBatch, type BatchInserter, type BatchWriteResult } from './write-batch.js';
 
-/** Writes dispatch events to `route_dispatch_log`. */
-export interface DispatchLogRepository {
-  /**
-   * Inserts a batch in one statement, idempotent on the key `(id, created_at)` (both fixed at the
-   * gateway): events whose row already exists (a redelivery) are skipped. Resolves once committed, with the number of new rows.
-   * @throws the driver's error; the whole batch is then not written (one statement, one commit).
-   */
-  insertBatch(events: readonly DispatchEvent[]): Promise<number>;
-}
+/**
+ * Writes dispatch events to `route_dispatch_log`: a batch in one statement, idempotent on the key
+ * `(id, created_at)` (both fixed at the gateway): events whose row already exists (a redelivery)
+ * are skipped. Resolves once committed, with the number of new rows.
+ */
+export type DispatchLogRepository = BatchInserter<DispatchEvent>;
 
 // The batch travels as one JSON parameter unpacked by json_to_recordset rather than as
 // rows x 18 bind parameters: one statement text for every batch size (prepared once), no
@@ -100,9 +98,20 @@ export async function copyDispatchLog(db: PgliteDatabase, text: string): Promise
   return count;
 }
 
-/** The repository over PGlite by COPY (`copyDispatchLog`): the embedded store's. */
-export function createCopyDispatchLogRepository(db: PgliteDatabase): DispatchLogRepository {
-  return {
-    insertBatch: (events) => (events.length === 0 ? Promise.resolve(0) : copyDispatchLog(db, toCopyText(events))),
-  };
+/**
+ * Writes rows of COPY text (`toCopyText`, made in the gateway's thread) by `copyDispatchLog`: the
+ * embedded store's write. When PGlite refuses a row's content, the rows are split apart (each ends
+ * with the one unescaped newline) and the refused ones isolated by `writeBatch`; their indexes are
+ * those of the events the text was made from.
+ * @throws what `copyDispatchLog` throws other than a row's data error: nothing was written then.
+ */
+export async function writeCopyText(db: PgliteDatabase, text: string): Promise<BatchWriteResult> {
+  try {
+    return { inserted: await copyDispatchLog(db, text), rejected: [] };
+  } catch (err: unknown) {
+    if (!isRowDataError(err)) throw err;
+  }
+  const rows = text.split('\n');
+  rows.pop();
+  return writeBatch({ insertBatch: (part) => copyDispatchLog(db, `${part.join('\n')}\n`) }, rows);
 }

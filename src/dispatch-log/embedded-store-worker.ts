@@ -1,10 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { dispatchEventSchema, type DispatchEvent } from '../events/dispatch-event.js';
-import { createCopyDispatchLogRepository, type DispatchLogRepository } from './dispatch-log-repository.js';
+import { writeCopyText } from './dispatch-log-repository.js';
 import type { StoreError, StoreReply, StoreRequest, StoreWorkerData, StoreWriteResult } from './embedded-store.js';
 import { storeTemplateDirectory } from './migrate.js';
-import { openPgliteDatabase } from './sql-database.js';
-import { writeBatch } from './write-batch.js';
+import { openPgliteDatabase, type PgliteDatabase } from './sql-database.js';
 
 // The store's thread (see embedded-store.ts): opens PGlite, answers one request at a time in
 // the order they came, and on `close` closes PGlite and lets the thread end.
@@ -17,30 +15,11 @@ opening.catch((err: unknown) => {
   port.close();
 });
 let queue = Promise.resolve();
-let repository: DispatchLogRepository | undefined;
 
-/**
- * Checks each event of a batch (JSON of an array), writes the valid ones by `writeBatch`, and
- * reports the rejected ones by their index in the batch.
- */
-async function writeEvents(json: string): Promise<StoreWriteResult> {
-  repository ??= createCopyDispatchLogRepository(await opening);
-  const valid: DispatchEvent[] = [];
-  const indexes: number[] = [];
-  const rejected: StoreWriteResult['rejected'] = [];
-  (JSON.parse(json) as unknown[]).forEach((event, index) => {
-    const parsed = dispatchEventSchema.safeParse(event);
-    if (parsed.success) {
-      valid.push(parsed.data);
-      indexes.push(index);
-    } else {
-      const issues = parsed.error.issues.slice(0, 3).map((issue) => `${issue.path.join('.')}: ${issue.message}`);
-      rejected.push({ index, error: { name: 'ZodError', message: `invalid dispatch event (${issues.join('; ')})` } });
-    }
-  });
-  const result = await writeBatch(repository, valid);
-  for (const { index, error } of result.rejected) rejected.push({ index: indexes[index]!, error: errorOf(error) });
-  return { inserted: result.inserted, rejected };
+/** Writes a batch (rows of COPY text) and reports the rows PGlite refused, by index in the batch. */
+async function writeRows(db: PgliteDatabase, text: string): Promise<StoreWriteResult> {
+  const { inserted, rejected } = await writeCopyText(db, text);
+  return { inserted, rejected: rejected.map(({ index, error }) => ({ index, error: errorOf(error) })) };
 }
 
 function errorOf(err: unknown): StoreError {
@@ -60,7 +39,7 @@ async function handle(request: StoreRequest): Promise<void> {
     let result: StoreReply['result'];
     if (request.op === 'exec') await db.exec(request.text);
     else if (request.op === 'query') result = await db.query(request.text, request.params);
-    else result = await writeEvents(request.json);
+    else result = await writeRows(db, request.text);
     port.postMessage({ id: request.id, result } satisfies StoreReply);
   } catch (err: unknown) {
     if (request.op === 'close') port.close();

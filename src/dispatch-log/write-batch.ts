@@ -1,11 +1,14 @@
-import type { DispatchEvent } from '../events/dispatch-event.js';
-import type { DispatchLogRepository } from './dispatch-log-repository.js';
-
 export interface BatchWriteResult {
   /** New rows committed (redeliveries of rows already there are not counted). */
   inserted: number;
-  /** Events Postgres refused for their own content, by index in the input; retrying cannot help them. */
+  /** Items Postgres refused for their own content, by index in the input; retrying cannot help them. */
   rejected: { index: number; error: unknown }[];
+}
+
+/** Inserts a batch of rows in one statement: dispatch events, or rows of COPY text. */
+export interface BatchInserter<Row> {
+  /** @returns the new rows. @throws the driver's error; nothing of the batch was then written. */
+  insertBatch(rows: readonly Row[]): Promise<number>;
 }
 
 /**
@@ -18,18 +21,17 @@ export function isRowDataError(err: unknown): boolean {
 }
 
 /**
- * Inserts `events` as one statement; if Postgres refuses it because of a row's content, splits the
+ * Inserts `rows` as one statement; if Postgres refuses it because of a row's content, splits the
  * batch in halves and recurses, so the good rows land and each bad row is isolated (about
- * 2·log2(n) extra statements per bad row). Events passed schema validation before they got here;
- * this is the net for what only the database can judge.
+ * 2·log2(n) extra statements per bad row). This is the net for what only the database can judge.
  * @throws any other error (connection lost, timeout...): nothing of the failing part was written
  *   by this call and the caller retries it (rows committed earlier are skipped then, by `id`).
  */
-export async function writeBatch(repository: DispatchLogRepository, events: readonly DispatchEvent[]): Promise<BatchWriteResult> {
+export async function writeBatch<Row>(inserter: BatchInserter<Row>, rows: readonly Row[]): Promise<BatchWriteResult> {
   const result: BatchWriteResult = { inserted: 0, rejected: [] };
   const write = async (from: number, to: number): Promise<void> => {
     try {
-      result.inserted += await repository.insertBatch(events.slice(from, to));
+      result.inserted += await inserter.insertBatch(rows.slice(from, to));
     } catch (err: unknown) {
       if (!isRowDataError(err)) throw err;
       if (to - from === 1) {
@@ -41,6 +43,6 @@ export async function writeBatch(repository: DispatchLogRepository, events: read
       await write(middle, to);
     }
   };
-  await write(0, events.length);
+  await write(0, rows.length);
   return result;
 }

@@ -142,7 +142,8 @@ export class InProcessSink implements EventSink {
         metrics.eventsDropped.labels('spool_corrupt').inc(read.corruptLines);
         logger.error({ lines: read.corruptLines }, 'dispatch log: unreadable lines in the spool skipped');
       }
-      for (const event of read.events) if (writer.push(event) === 'full') this.#toSpool(event);
+      // Lines from disk may come from an older gateway or a damaged file: checked whatever the writer's option.
+      for (const event of read.events) if (writer.push(event, { validate: true }) === 'full') this.#toSpool(event);
       await read.commit();
       metrics.spoolBytes.set(spool.pendingBytes);
     }

@@ -6,6 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { envSchema } from '../../src/config/schema.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase } from '../../src/dispatch-log/sql-database.js';
 import { createEventSink } from '../../src/create-event-sink.js';
+import { Spool } from '../../src/events/spool.js';
+import type { DispatchEvent } from '../../src/events/dispatch-event.js';
 import { createGatewayMetrics } from '../../src/metrics/registry.js';
 import { makeDispatchEvents } from '../support/dispatch-events.js';
 import { countRows, counterValue, oneRowEach, rowsAgainstSent, testConfig, testLogger } from '../support/pipeline-fixtures.js';
@@ -99,5 +101,36 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
     await restarted.sink.close();
     const sent = events.map((event) => event.request_id);
     expect(await rowsAgainstSent(db, sent)).toEqual(oneRowEach(sent));
+  });
+
+  it('checks the events it reads back from the spool: those of an older gateway get their defaults, a damaged one is counted, not written', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'boo-data-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const [older, damaged, current] = makeDispatchEvents(3) as [DispatchEvent, DispatchEvent, DispatchEvent];
+    const { endpoint: _endpoint, resumes: _resumes, queued_ms: _queuedMs, key_name: _keyName, ...fromOlderGateway } = older;
+    const spool = await Spool.open({ directory: join(dataDir, 'spool'), maxBytes: 1_000_000 });
+    await spool.append([fromOlderGateway as DispatchEvent, { ...damaged, duration_ms: -5 }, current]);
+    await spool.close();
+
+    const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir });
+    await waitForValue(
+      () => counterValue(register, 'boo_events_inserted_total'),
+      (inserted) => inserted >= 2,
+      20_000,
+      'two rows inserted',
+    );
+    await sink.close();
+    expect(await counterValue(register, 'boo_events_invalid_total')).toBe(1);
+    const db = await openPgliteDatabase(embeddedStoreDirectory(dataDir));
+    cleanups.push(() => db.close());
+    const { rows } = await db.query<{ request_id: string; endpoint: string | null; resumes: number; queued_ms: number }>(
+      'SELECT request_id, endpoint, resumes, queued_ms FROM route_dispatch_log ORDER BY request_id',
+    );
+    expect(rows).toEqual(
+      [
+        { request_id: older.request_id, endpoint: null, resumes: 0, queued_ms: 0 },
+        { request_id: current.request_id, endpoint: current.endpoint, resumes: current.resumes, queued_ms: current.queued_ms },
+      ].sort((a, b) => a.request_id.localeCompare(b.request_id)),
+    );
   });
 });

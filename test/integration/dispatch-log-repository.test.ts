@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCopyDispatchLogRepository, createDispatchLogRepository } from '../../src/dispatch-log/dispatch-log-repository.js';
+import { copyDispatchLog, createDispatchLogRepository, toCopyText, writeCopyText } from '../../src/dispatch-log/dispatch-log-repository.js';
 import { findMigrationsDirectory, migrate, readMigrations } from '../../src/dispatch-log/migrate.js';
 import { createPostgresDatabase, openPgliteDatabase, StoreLockedError, type PgliteDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import { writeBatch } from '../../src/dispatch-log/write-batch.js';
@@ -172,7 +172,7 @@ describe('route_dispatch_log by COPY on PGlite (the embedded store)', () => {
       ttfb_ms: null,
       chosen_model: null,
     });
-    expect(await createCopyDispatchLogRepository(db).insertBatch([event])).toBe(1);
+    expect(await copyDispatchLog(db, toCopyText([event]))).toBe(1);
     const { rows } = await db.query<Record<string, unknown>>('SELECT * FROM route_dispatch_log WHERE id = $1', [event.id]);
     const row = rows[0]!;
     expect(new Date(row['created_at'] as string).toISOString()).toBe(event.created_at);
@@ -182,18 +182,17 @@ describe('route_dispatch_log by COPY on PGlite (the embedded store)', () => {
   });
 
   it('skips redelivered ids, as the insert statement does', async () => {
-    const repository = createCopyDispatchLogRepository(db);
     const first = makeDispatchEvents(10);
     const before = await rowCount(db);
-    expect(await repository.insertBatch(first)).toBe(10);
-    expect(await repository.insertBatch([...first.slice(3), ...makeDispatchEvents(4)])).toBe(4);
+    expect(await copyDispatchLog(db, toCopyText(first))).toBe(10);
+    expect(await copyDispatchLog(db, toCopyText([...first.slice(3), ...makeDispatchEvents(4)]))).toBe(4);
     expect(await rowCount(db)).toBe(before + 14);
   });
 
   it('isolates rows the database refuses and writes the rest of the batch', async () => {
     const events = makeDispatchEvents(20);
     events[7] = makeDispatchEvent({ request_id: 'bad\u0000id' });
-    const result = await writeBatch(createCopyDispatchLogRepository(db), events);
+    const result = await writeCopyText(db, toCopyText(events));
     expect(result.inserted).toBe(19);
     expect(result.rejected.map((r) => r.index)).toEqual([7]);
   });
