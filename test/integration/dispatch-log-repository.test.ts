@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copyDispatchLog, createDispatchLogRepository, toCopyText, writeCopyText } from '../../src/dispatch-log/dispatch-log-repository.js';
-import { findMigrationsDirectory, migrate, readMigrations } from '../../src/dispatch-log/migrate.js';
+import { findMigrationsDirectory, migrate, readMigrations, storeTemplateDirectory } from '../../src/dispatch-log/migrate.js';
 import { createPostgresDatabase, openPgliteDatabase, StoreLockedError, type PgliteDatabase, type SqlDatabase } from '../../src/dispatch-log/sql-database.js';
 import { writeBatch } from '../../src/dispatch-log/write-batch.js';
 import { createLogger } from '../../src/shared/logger.js';
@@ -155,12 +155,17 @@ describe('route_dispatch_log by COPY on PGlite (the embedded store)', () => {
   let db: PgliteDatabase;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'boo-pglite-'));
-    db = await openPgliteDatabase(join(dir, 'pglite'));
-    await migrate(db, logger);
+    db = await openPgliteDatabase(join(dir, 'pglite'), storeTemplateDirectory());
   });
   afterAll(async () => {
     await db.close();
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('starts from the template the build made, every migration already applied', async () => {
+    expect(await migrate(db, logger)).toEqual([]);
+    const { rows } = await db.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version');
+    expect(rows.map((row) => row.version)).toEqual(readMigrations(findMigrationsDirectory()).map((migration) => migration.version));
   });
 
   it('stores every field as the matching column, text with tabs, newlines and backslashes included', async () => {
