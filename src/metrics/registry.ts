@@ -350,7 +350,11 @@ export function createDispatchLogMetrics(register: Registry) {
       labelNames: ['state'] as const,
       registers,
     }),
-    invalid: new Counter({ name: 'boo_events_invalid_total', help: 'Events rejected by schema validation (never retried)', registers }),
+    invalid: new Counter({
+      name: 'boo_events_invalid_total',
+      help: 'Events rejected by schema validation, or refused by the database for their content (never retried)',
+      registers,
+    }),
     errors: new Counter({
       name: 'boo_dispatch_log_errors_total',
       help: 'Errors of the dispatch log writer by kind',
