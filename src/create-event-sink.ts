@@ -6,6 +6,7 @@ import { createDispatchLogRepository } from './dispatch-log/dispatch-log-reposit
 import { DispatchLogWriter } from './dispatch-log/dispatch-log-writer.js';
 import { EmbeddedStore } from './dispatch-log/embedded-store.js';
 import { migrate } from './dispatch-log/migrate.js';
+import { partitionUpkeepMs, runPartitionUpkeep } from './dispatch-log/partitions.js';
 import { createPostgresDatabase, embeddedStoreDirectory, type SqlDatabase } from './dispatch-log/sql-database.js';
 import { writeBatch } from './dispatch-log/write-batch.js';
 import { createDispatchLogMetrics, type GatewayMetrics } from './metrics/registry.js';
@@ -30,7 +31,8 @@ export interface EventSinkDeps {
  * - `REDIS_URL` set: BullMQ producer with a spool under `BOO_DATA_DIR/spool` (the worker writes rows);
  * - unset: the batch writer in this process, into `DATABASE_URL` or, unset, PGlite under
  *   `BOO_DATA_DIR/pglite` in a thread of its own, opened and migrated with the first event
- *   (see `EmbeddedStore`). At the writer's memory bound, events go to the spool.
+ *   (see `EmbeddedStore`). At the writer's memory bound, events go to the spool. The writer keeps
+ *   the daily partitions and `BOO_LOG_RETENTION_DAYS`, as the worker does in production.
  * Opens no connection the caller did not ask for by setting these variables.
  * @throws when the embedded store or the spool cannot be opened (local disk problems).
  */
@@ -72,8 +74,14 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
 
   // The writer's memory is the gateway's: beyond a few batches, events wait in the spool on disk.
   const maxBuffered = Math.min(config.events.maxBuffered, embeddedBatchesInMemory * config.events.batchSize);
+  const writerMetrics = createDispatchLogMetrics(register);
+  // No worker keeps the partitions in these modes: the writer does, between batches.
+  const upkeepOf = (db: SqlDatabase) => ({
+    run: () => runPartitionUpkeep(db, env.BOO_LOG_RETENTION_DAYS, log, () => writerMetrics.errors.labels('partitions').inc()),
+    everyMs: partitionUpkeepMs,
+  });
   const writerOptions = {
-    metrics: createDispatchLogMetrics(register),
+    metrics: writerMetrics,
     logger: log,
     batchSize: config.events.batchSize,
     batchMaxWaitMs: config.events.batchMaxWaitMs,
@@ -94,6 +102,7 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
       prepare: async () => {
         await migrate(store, log);
       },
+      upkeep: upkeepOf(store),
     });
     return new InProcessSink({ writer, db: store, spool, metrics, logger: log, chunkSize: config.events.batchSize });
   }
@@ -111,7 +120,7 @@ export async function createEventSink(deps: EventSinkDeps): Promise<EventSink> {
     ));
   ensureMigrated().catch((err: unknown) => log.warn({ err }, 'dispatch log: migration at start failed; retrying before the first insert'));
   const repository = createDispatchLogRepository(db);
-  const writer = new DispatchLogWriter({ ...writerOptions, write: (events) => writeBatch(repository, events), prepare: ensureMigrated });
+  const writer = new DispatchLogWriter({ ...writerOptions, write: (events) => writeBatch(repository, events), prepare: ensureMigrated, upkeep: upkeepOf(db) });
   return new InProcessSink({ writer, db, spool, metrics, logger: log, chunkSize: config.events.batchSize });
 }
 

@@ -6,7 +6,7 @@ import { ConfigError, loadConfigFile, loadEnv } from '../src/config/load.js';
 import { handleShutdownSignals } from '../src/shared/shutdown-signals.js';
 import { createDispatchLogRepository } from '../src/dispatch-log/dispatch-log-repository.js';
 import { migrate } from '../src/dispatch-log/migrate.js';
-import { maintainPartitions } from '../src/dispatch-log/partitions.js';
+import { partitionUpkeepMs, runPartitionUpkeep } from '../src/dispatch-log/partitions.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase, type SqlDatabase } from '../src/dispatch-log/sql-database.js';
 import { checkRedisPersistence } from '../src/events/redis-persistence.js';
 import { connectQueueRedis, queuePrefix, queueRedisOf } from '../src/events/queue-connection.js';
@@ -26,21 +26,6 @@ async function migrateWithRetry(db: SqlDatabase, logger: Logger): Promise<void> 
       logger.warn({ err: errorMessage(err), retryInMs: delayMs }, 'worker: migration failed; retrying');
       await sleep(delayMs);
     }
-  }
-}
-
-/** How often the worker creates the coming days' partitions and drops the expired ones. */
-const partitionUpkeepMs = 3_600_000;
-
-/** One round of partition upkeep, logged; a failure is logged and counted, and the next round tries again. */
-async function runPartitionUpkeep(db: SqlDatabase, retentionDays: number, logger: Logger, onError: () => void): Promise<void> {
-  try {
-    const result = await maintainPartitions(db, { retentionDays });
-    if (result.created.length + result.dropped.length + result.deletedRows > 0)
-      logger.info({ ...result, retentionDays }, 'worker: dispatch log partitions maintained');
-  } catch (err: unknown) {
-    onError();
-    logger.error({ err: errorMessage(err) }, 'worker: partition upkeep failed; rows go to the DEFAULT partition until the next round');
   }
 }
 

@@ -28,6 +28,14 @@ export interface DispatchLogWriterOptions {
   maxBuffered: number;
   /** Runs before the first insert (migrations), retried with the same backoff as inserts. */
   prepare?: () => Promise<void>;
+  /**
+   * Upkeep of the store (the daily partitions and their retention), due every `everyMs` from the
+   * writer's start and run after a batch is written: when that batch left nothing waiting (the
+   * first upkeep of an embedded store takes it about a second, which the rows of a burst should not
+   * wait for), or anyway once it is an interval late. It runs only while rows come in, so it never
+   * opens an embedded store that has closed for want of them. `run` reports its own failures.
+   */
+  upkeep?: { run: () => Promise<void>; everyMs: number };
   /** Backoff after a failed insert: doubles from `minRetryMs` up to `maxRetryMs`. */
   minRetryMs?: number;
   maxRetryMs?: number;
@@ -45,6 +53,8 @@ export class DispatchLogWriter {
   readonly #ready: DispatchEvent[][] = [];
   #readyCount = 0;
   #prepared = false;
+  /** When the last upkeep ran; the first is due at the start. */
+  #upkeepAt: number;
   #healthy = true;
   #closing = false;
   #stopped = false;
@@ -53,6 +63,7 @@ export class DispatchLogWriter {
 
   constructor(options: DispatchLogWriterOptions) {
     this.#options = options;
+    this.#upkeepAt = performance.now() - (options.upkeep?.everyMs ?? 0);
     this.#batcher = new EventBatcher({
       maxSize: options.batchSize,
       maxWaitMs: options.batchMaxWaitMs,
@@ -113,7 +124,8 @@ export class DispatchLogWriter {
       this.#batcher.flush();
     }
     // A store that is failing gets no grace period: what is left goes back to the caller at once.
-    if (this.#ready.length > 0 && !this.#stopped && this.#healthy) {
+    // A healthy one finishes what it does (a batch, or the upkeep after one) before its store closes.
+    if (!this.#stopped && this.#healthy && (this.#ready.length > 0 || this.#draining)) {
       this.#kick();
       await Promise.race([this.#draining, sleep(timeoutMs, undefined, { ref: false })]);
     }
@@ -156,6 +168,12 @@ export class DispatchLogWriter {
         if (!this.#healthy) logger.info('dispatch log store is writable again');
         this.#healthy = true;
         delayMs = this.#options.minRetryMs ?? 100;
+        const { upkeep } = this.#options;
+        const sinceUpkeep = performance.now() - this.#upkeepAt;
+        if (upkeep && sinceUpkeep >= upkeep.everyMs && (this.buffered === 0 || sinceUpkeep >= 2 * upkeep.everyMs)) {
+          this.#upkeepAt = performance.now();
+          await upkeep.run();
+        }
       } catch (err: unknown) {
         recordFailedBatch(metrics, err, this.#prepared);
         if (this.#healthy) logger.error({ err, buffered: this.buffered }, 'dispatch log write failed; retrying with backoff');

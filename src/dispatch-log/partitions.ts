@@ -1,3 +1,5 @@
+import type { Logger } from '../shared/logger.js';
+import { errorMessage } from '../shared/error-message.js';
 import { migrationLockKey } from './migrate.js';
 import type { SqlDatabase, SqlSession } from './sql-database.js';
 
@@ -91,6 +93,24 @@ export async function maintainPartitions(db: SqlDatabase, options: PartitionUpke
       await session.query('SELECT pg_advisory_unlock($1)', [migrationLockKey]);
     }
   });
+}
+
+/** How often the coming days' partitions are created and the expired ones dropped. */
+export const partitionUpkeepMs = 3_600_000;
+
+/**
+ * One round of {@link maintainPartitions}, logged when it changed something. Never throws: a
+ * failure is logged and `onError` told (to count it), and rows go to the DEFAULT partition until
+ * a round succeeds.
+ */
+export async function runPartitionUpkeep(db: SqlDatabase, retentionDays: number, logger: Logger, onError: () => void): Promise<void> {
+  try {
+    const result = await maintainPartitions(db, { retentionDays });
+    if (result.created.length + result.dropped.length + result.deletedRows > 0) logger.info({ ...result, retentionDays }, 'dispatch log partitions maintained');
+  } catch (err: unknown) {
+    onError();
+    logger.error({ err: errorMessage(err) }, 'partition upkeep failed; rows go to the DEFAULT partition until the next round');
+  }
 }
 
 /** Names of the partitions of `route_dispatch_log`, the DEFAULT one included. */

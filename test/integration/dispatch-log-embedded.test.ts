@@ -4,12 +4,14 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { envSchema } from '../../src/config/schema.js';
+import { copyDispatchLog, toCopyText } from '../../src/dispatch-log/dispatch-log-repository.js';
+import { storeTemplateDirectory } from '../../src/dispatch-log/migrate.js';
 import { createPostgresDatabase, embeddedStoreDirectory, openPgliteDatabase } from '../../src/dispatch-log/sql-database.js';
 import { createEventSink } from '../../src/create-event-sink.js';
 import { Spool } from '../../src/events/spool.js';
 import type { DispatchEvent } from '../../src/events/dispatch-event.js';
 import { createGatewayMetrics } from '../../src/metrics/registry.js';
-import { makeDispatchEvents } from '../support/dispatch-events.js';
+import { makeDispatchEvent, makeDispatchEvents } from '../support/dispatch-events.js';
 import { countRows, counterValue, oneRowEach, rowsAgainstSent, testConfig, testLogger } from '../support/pipeline-fixtures.js';
 import { createScratchDatabase } from '../support/scratch-database.js';
 import { waitForValue } from '../support/wait-for.js';
@@ -132,5 +134,36 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
         { request_id: current.request_id, endpoint: current.endpoint, resumes: current.resumes, queued_ms: current.queued_ms },
       ].sort((a, b) => a.request_id.localeCompare(b.request_id)),
     );
+  });
+
+  it('keeps the daily partitions and the retention itself, with no worker: rows past BOO_LOG_RETENTION_DAYS go, new ones land in their day', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'boo-data-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const day = 86_400_000;
+    const expired = Array.from({ length: 5 }, () => makeDispatchEvent({ created_at: new Date(Date.now() - 40 * day).toISOString() }));
+    const kept = makeDispatchEvent({ created_at: new Date(Date.now() - 2 * day).toISOString() });
+    const seeded = await openPgliteDatabase(embeddedStoreDirectory(dataDir), storeTemplateDirectory());
+    await copyDispatchLog(seeded, toCopyText([...expired, kept]));
+    await seeded.close();
+
+    const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir, BOO_LOG_RETENTION_DAYS: '30' });
+    const fresh = makeDispatchEvents(10);
+    for (const event of fresh) sink.publish(event);
+    await waitForValue(
+      () => counterValue(register, 'boo_events_inserted_total'),
+      (inserted) => inserted >= 10,
+      20_000,
+      'ten rows inserted',
+    );
+    await sink.close();
+    expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBe(0);
+
+    const db = await openPgliteDatabase(embeddedStoreDirectory(dataDir));
+    cleanups.push(() => db.close());
+    const sent = [...expired, kept, ...fresh].map((event) => event.request_id);
+    expect(await rowsAgainstSent(db, sent)).toEqual({ rows: 11, missing: expired.map((event) => event.request_id), repeated: [], unsent: [] });
+    const today = `route_dispatch_log_p${new Date().toISOString().slice(0, 10).replaceAll('-', '')}`;
+    const { rows } = await db.query<{ count: number }>(`SELECT count(*)::int AS count FROM ${today}`);
+    expect(rows[0]!.count).toBe(10);
   });
 });

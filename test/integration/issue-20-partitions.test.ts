@@ -104,7 +104,7 @@ describe('issue 20: route_dispatch_log partitioned by day', () => {
         env: { REDIS_URL: testRedisUrl, DATABASE_URL: fresh.url, BOO_QUEUE: queue, BOO_LOG_RETENTION_DAYS: '7' },
       });
       await worker.stop();
-      expect(worker.output()).toMatch(/"retentionDays":7,"msg":"worker: dispatch log partitions maintained"/);
+      expect(worker.output()).toMatch(/"retentionDays":7,"msg":"dispatch log partitions maintained"/);
       const today = new Date().toISOString().slice(0, 10).replaceAll('-', '');
       expect(await partitions(fresh.db)).toContain(`route_dispatch_log_p${today}`);
       expect(await partitions(fresh.db)).toHaveLength(5);
