@@ -143,7 +143,7 @@ export class InProcessSink implements EventSink {
         logger.error({ lines: read.corruptLines }, 'dispatch log: unreadable lines in the spool skipped');
       }
       // Lines from disk may come from an older gateway or a damaged file: checked whatever the writer's option.
-      for (const event of read.events) if (writer.push(event, { validate: true }) === 'full') this.#toSpool(event);
+      for (const event of read.events) if (writer.push(event, true) === 'full') this.#toSpool(event);
       await read.commit();
       metrics.spoolBytes.set(spool.pendingBytes);
     }

@@ -30,6 +30,14 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
     return { sink, register };
   }
 
+  const waitForInserted = (register: Registry, count: number) =>
+    waitForValue(
+      () => counterValue(register, 'boo_events_inserted_total'),
+      (inserted) => inserted >= count,
+      20_000,
+      `${count} rows inserted`,
+    );
+
   it('writes into PGlite under BOO_DATA_DIR, migrated on open, queryable after shutdown', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'boo-data-'));
     cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
@@ -115,12 +123,7 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
     await spool.close();
 
     const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir });
-    await waitForValue(
-      () => counterValue(register, 'boo_events_inserted_total'),
-      (inserted) => inserted >= 2,
-      20_000,
-      'two rows inserted',
-    );
+    await waitForInserted(register, 2);
     await sink.close();
     expect(await counterValue(register, 'boo_events_invalid_total')).toBe(1);
     const db = await openPgliteDatabase(embeddedStoreDirectory(dataDir));
@@ -149,12 +152,7 @@ describe('createEventSink without REDIS_URL (embedded mode)', () => {
     const { sink, register } = await sinkFor({ BOO_DATA_DIR: dataDir, BOO_LOG_RETENTION_DAYS: '30' });
     const fresh = makeDispatchEvents(10);
     for (const event of fresh) sink.publish(event);
-    await waitForValue(
-      () => counterValue(register, 'boo_events_inserted_total'),
-      (inserted) => inserted >= 10,
-      20_000,
-      'ten rows inserted',
-    );
+    await waitForInserted(register, 10);
     await sink.close();
     expect(await counterValue(register, 'boo_dispatch_log_errors_total')).toBe(0);
 
